@@ -1,0 +1,15 @@
+"""thinkfast: distil Transformer LMs into fast hybrid / pure Mamba reasoners.
+
+Pipeline layout (one sub-package per stage):
+    thinkfast.teachers    load a teacher (hub name, local dir, GGUF, embedded default)
+    thinkfast.models      student decoder stack and its mixers
+    thinkfast.ops         reference numerics (PyTorch) and GPU kernels (Triton) behind one dispatch
+    thinkfast.convert     teacher -> student weight transfer
+    thinkfast.training    data, losses, distillation / MOHAWK / SFT recipes, trainer
+    thinkfast.inference   batched generation engine
+    thinkfast.evaluation  datasets, prompts, grading, metrics, time budgets, plots
+    thinkfast.benchmarks  kernel and end-to-end speed benchmarks
+    thinkfast.cli         the `thinkfast` command
+"""
+
+__version__ = "0.1.0"

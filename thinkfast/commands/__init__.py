@@ -1,0 +1,1 @@
+"""Sub-commands of the `thinkfast` CLI, one module each (see thinkfast.cli)."""

@@ -1,0 +1,177 @@
+"""One config system: dataclasses, loadable from YAML files or dicts.
+
+    @dataclass
+    class TrainConfig:
+        lr: float = 1e-5
+        optim: OptimConfig = field(default_factory=OptimConfig)
+
+    cfg = load_config(TrainConfig, "recipe.yaml", overrides=["lr=2e-5", "optim.betas=[0.9,0.95]"])
+
+Unknown keys and wrongly typed values raise ThinkfastError naming the key, so a
+typo in a YAML file fails before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from thinkfast.errors import ThinkfastError
+
+T = TypeVar("T")
+
+
+def cache_dir() -> Path:
+    """Where models, wheels and other downloads are cached (never inside the repo)."""
+    root = os.environ.get("THINKFAST_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "thinkfast"))
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any or annotation is None:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ThinkfastError as err:
+                errors.append(str(err))
+        raise ThinkfastError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ThinkfastError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, dict):
+            raise ThinkfastError(f"{where}: expected a mapping for {annotation.__name__}, got {value!r}")
+        return from_dict(annotation, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ThinkfastError(f"{where}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ThinkfastError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ThinkfastError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except ValueError as err:
+            raise ThinkfastError(f"{where}: expected a number, got {value!r}") from err
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, str) and not value.lstrip("-").isdigit()):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ThinkfastError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if annotation is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            raise ThinkfastError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, (str, int, float)):
+            raise ThinkfastError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
+    """Build dataclass `cls` from a (nested) dict, checking keys and types."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ThinkfastError(
+            f"{where}: unknown key(s) {unknown} for {cls.__name__}; valid keys are {sorted(names)}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except TypeError as err:  # a required field is missing
+        raise ThinkfastError(f"{where}: {err}") from err
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass (nested) -> plain dict suitable for YAML/JSON."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _apply_override(data: dict, override: str) -> None:
+    if "=" not in override:
+        raise ThinkfastError(f"override {override!r} must look like key.sub=value")
+    key, raw = override.split("=", 1)
+    value = yaml.safe_load(raw) if raw else ""
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ThinkfastError(f"override {override!r}: {part} is not a mapping")
+    node[parts[-1]] = value
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ThinkfastError(f"config file {path} does not exist")
+    with open(path) as fh:
+        try:
+            data = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as err:
+            raise ThinkfastError(f"config file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ThinkfastError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_config(cls: type[T], source: str | os.PathLike | dict | None = None, overrides: list[str] | None = None) -> T:
+    """Load `cls` from a YAML path or dict, then apply `key.sub=value` overrides."""
+    if source is None:
+        data: dict = {}
+    elif isinstance(source, dict):
+        data = dict(source)
+    else:
+        data = load_yaml(source)
+    for override in overrides or []:
+        _apply_override(data, override)
+    return from_dict(cls, data, where=str(source) if isinstance(source, (str, Path)) else cls.__name__)
+
+
+def save_config(obj: Any, path: str | os.PathLike) -> None:
+    with open(path, "w") as fh:
+        yaml.safe_dump(to_dict(obj), fh, sort_keys=False)
