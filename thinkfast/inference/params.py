@@ -1,0 +1,48 @@
+"""What a generation request asks for and what it returns.
+
+Shared by the engine, the evaluation sampler and GRPO rollouts, so that every
+caller speaks the same language whichever backend produces the tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from thinkfast.errors import ThinkfastError
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 1.0  # 0 means greedy
+    top_k: int = 0  # 0 disables
+    top_p: float = 1.0  # 1 disables
+    min_p: float = 0.0  # 0 disables
+    max_new_tokens: int = 512
+    stop: list[str] = field(default_factory=list)  # stop strings (checked on decoded text)
+    ignore_eos: bool = False
+    seed: int | None = None
+
+    def validate(self) -> None:
+        if self.temperature < 0:
+            raise ThinkfastError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ThinkfastError(f"top_k must be >= 0 (0 disables), got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ThinkfastError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0.0 <= self.min_p < 1.0:
+            raise ThinkfastError(f"min_p must be in [0, 1), got {self.min_p}")
+        if self.max_new_tokens < 1:
+            raise ThinkfastError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class Completion:
+    prompt_index: int  # index into the request's prompt list
+    sample_index: int  # 0..n-1 among the samples of that prompt
+    token_ids: list[int]  # generated tokens only (no prompt), stop token included if one fired
+    text: str  # decoded generated text, cut before a stop string if one fired
+    finish_reason: str  # "eos" | "stop" | "length"
