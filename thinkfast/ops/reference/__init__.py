@@ -1,0 +1,23 @@
+"""Plain-PyTorch reference numerics: the ground truth every kernel is tested against.
+
+Layout convention: sequences are (batch, length, channels); recurrent states are fp32.
+`reset` is a (batch, length) bool tensor, True where a new document starts: the
+recurrent state and the convolution window are cleared before that token.
+"""
+
+from thinkfast.ops.reference.conv import causal_conv1d_ref, causal_conv1d_update_ref
+from thinkfast.ops.reference.mixer_matrix import discrete_mamba2_mixer_matrix, segment_sum
+from thinkfast.ops.reference.selective_scan import selective_scan_ref, selective_state_update_ref
+from thinkfast.ops.reference.ssd import ssd_chunked_ref, ssd_sequential_ref, ssd_step_ref
+
+__all__ = [
+    "causal_conv1d_ref",
+    "causal_conv1d_update_ref",
+    "discrete_mamba2_mixer_matrix",
+    "segment_sum",
+    "selective_scan_ref",
+    "selective_state_update_ref",
+    "ssd_chunked_ref",
+    "ssd_sequential_ref",
+    "ssd_step_ref",
+]
