@@ -39,3 +39,11 @@ def ssd(*args, chunk_size: int = 64, **kwargs):
 
 def ssd_step(*args, **kwargs):
     return ref.ssd_step_ref(*args, **kwargs)
+
+
+def attention(*args, **kwargs):
+    return ref.attention_ref(*args, **kwargs)
+
+
+def decode_attention(*args, **kwargs):
+    return ref.decode_attention_ref(*args, **kwargs)

@@ -1,0 +1,134 @@
+"""Build a student from a teacher and transfer weights as SPEC 1.2-1.4 prescribes.
+
+Everything except the token mixers is copied (embeddings, every RMSNorm, every MLP, the
+LM head).  Kept attention layers copy q/k/v/o unchanged.  Mamba mixers are initialised
+from the same layer's attention: x <- V, B <- K, C <- Q (no RoPE, no 1/sqrt(d) scale),
+out_proj <- O; their other parameters keep the initialisation their constructors give.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from thinkfast.convert.layout import plan_layer_mixers
+from thinkfast.errors import ThinkfastError
+from thinkfast.models import ThinkfastConfig, ThinkfastForCausalLM
+from thinkfast.teachers.families import student_config_kwargs
+
+
+def student_config_from_teacher(
+    teacher_config,
+    target: str = "hybrid",
+    attention_layers: list[int] | None = None,
+    keep_attention: int | None = None,
+    mixer: str = "mamba1",
+    learnable_gqa_expansion: bool = False,
+) -> ThinkfastConfig:
+    kwargs = student_config_kwargs(teacher_config)
+    kwargs["layer_mixers"] = plan_layer_mixers(
+        kwargs["num_hidden_layers"], target, attention_layers, keep_attention, mixer
+    )
+    kwargs["mamba1"] = {"learnable_gqa_expansion": learnable_gqa_expansion}
+    heads, head_dim = kwargs["num_attention_heads"], kwargs["head_dim"]
+    # a pure student keeps the teacher's head geometry so Q/K/V map head for head
+    kwargs["discrete_mamba2"] = {"n_v_heads": heads, "n_qk_heads": heads, "head_dim": head_dim, "d_state": head_dim}
+    return ThinkfastConfig(**kwargs)
+
+
+def _teacher_layers(teacher):
+    inner = getattr(teacher, "model", None)
+    if inner is None or not hasattr(inner, "layers"):
+        raise ThinkfastError(f"teacher {type(teacher).__name__} has no .model.layers: not a Llama-family causal LM")
+    return inner
+
+
+def _repeat_heads(weight: torch.Tensor, n_kv: int, n_heads: int, head_dim: int) -> torch.Tensor:
+    """Rows of a kv projection (n_kv*hd, ...) repeated head-wise to (n_heads*hd, ...)."""
+    rep = n_heads // n_kv
+    w = weight.reshape(n_kv, 1, head_dim, *weight.shape[1:])
+    return w.expand(n_kv, rep, head_dim, *weight.shape[1:]).reshape(n_heads * head_dim, *weight.shape[1:])
+
+
+def _copy(dst: torch.Tensor, src: torch.Tensor) -> None:
+    if dst.shape != src.shape:
+        raise ThinkfastError(f"shape mismatch in weight transfer: student {tuple(dst.shape)} vs teacher {tuple(src.shape)}")
+    dst.copy_(src.to(dst.dtype))
+
+
+def _fill_rows(dst: torch.Tensor, pieces: dict[int, torch.Tensor | None], sizes: list[int]) -> None:
+    """Copy pieces into row blocks of a fused projection; piece index -> rows of block `index`."""
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    for index, src in pieces.items():
+        if src is not None:
+            _copy(dst[offsets[index] : offsets[index] + sizes[index]], src)
+
+
+def _transfer_mixer(student_mixer, kind: str, attn, cfg: ThinkfastConfig) -> None:
+    q, k, v, o = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj
+    bias = lambda lin: lin.bias if lin.bias is not None else None  # noqa: E731
+    if kind == "attention":
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            dst, src = getattr(student_mixer, name), getattr(attn, name)
+            _copy(dst.weight, src.weight)
+            if dst.bias is not None:
+                _copy(dst.bias, src.bias)
+        return
+    if kind in ("mamba1", "mamba2"):
+        # [z | x <- V | B <- K | C <- Q | dt]
+        sizes = student_mixer.split_sizes
+        _fill_rows(student_mixer.in_proj.weight, {1: v.weight, 2: k.weight, 3: q.weight}, sizes)
+        if student_mixer.in_proj.bias is not None:
+            student_mixer.in_proj.bias.zero_()
+            _fill_rows(student_mixer.in_proj.bias, {1: bias(v), 2: bias(k), 3: bias(q)}, sizes)
+    elif kind == "discrete_mamba2":
+        # [x <- V (heads repeated) | B <- K (heads repeated) | C <- Q | z | a]
+        h, kv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        m = student_mixer
+        if not (m.n_v == m.n_qk == h and m.head_dim == hd and m.d_state == hd):
+            raise ThinkfastError(
+                "a pure student initialised from attention needs n_v_heads = n_qk_heads = the teacher's "
+                f"{h} heads and head_dim = d_state = {hd}; got n_v={m.n_v}, n_qk={m.n_qk}, head_dim={m.head_dim}, "
+                f"d_state={m.d_state}"
+            )
+        sizes = [h * hd, h * hd, h * hd, m.d_inner, m.n_v]
+        pieces = {0: _repeat_heads(v.weight, kv, h, hd), 1: _repeat_heads(k.weight, kv, h, hd), 2: q.weight}
+        _fill_rows(m.in_proj.weight, pieces, sizes)
+        if q.bias is not None:
+            raise ThinkfastError("teacher q/k/v biases have no place in the pure Mamba-2 mixer (in_proj has no bias)")
+    else:
+        raise ThinkfastError(f"no weight transfer defined for mixer {kind!r}")
+    _copy(student_mixer.out_proj.weight, o.weight)
+
+
+@torch.no_grad()
+def convert(
+    teacher,
+    target: str = "hybrid",
+    attention_layers: list[int] | None = None,
+    keep_attention: int | None = None,
+    mixer: str = "mamba1",
+    learnable_gqa_expansion: bool = False,
+    seed: int = 0,
+) -> ThinkfastForCausalLM:
+    """Teacher (HF Llama / Qwen2 / Mistral causal LM) -> ThinkfastForCausalLM in fp32."""
+    config = student_config_from_teacher(
+        teacher.config, target, attention_layers, keep_attention, mixer, learnable_gqa_expansion
+    )
+    teacher_inner = _teacher_layers(teacher)
+    torch.manual_seed(seed)  # new parameters (A_log aside) get reproducible random init
+    student = ThinkfastForCausalLM(config).float()
+    s_inner = student.model
+    _copy(s_inner.embed_tokens.weight, teacher_inner.embed_tokens.weight)
+    _copy(s_inner.norm.weight, teacher_inner.norm.weight)
+    if student.lm_head is not None:
+        _copy(student.lm_head.weight, teacher.lm_head.weight)
+    for s_layer, t_layer, kind in zip(s_inner.layers, teacher_inner.layers, config.layer_mixers):
+        _copy(s_layer.input_layernorm.weight, t_layer.input_layernorm.weight)
+        _copy(s_layer.post_attention_layernorm.weight, t_layer.post_attention_layernorm.weight)
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            dst, src = getattr(s_layer.mlp, name), getattr(t_layer.mlp, name)
+            _copy(dst.weight, src.weight)
+            if dst.bias is not None:
+                _copy(dst.bias, src.bias)
+        _transfer_mixer(s_layer.mixer, kind, t_layer.self_attn, config)
+    return student.eval()

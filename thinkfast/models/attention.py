@@ -1,0 +1,74 @@
+"""Attention mixer: the teacher's own GQA attention with its exact RoPE (kept layers)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from thinkfast.models.config import ThinkfastConfig
+from thinkfast.models.rope import apply_rope, rope_cos_sin, rope_inv_freq
+from thinkfast.models.sequence import SequenceInfo
+from thinkfast.ops import dispatch
+
+
+class AttentionMixer(nn.Module):
+    def __init__(self, config: ThinkfastConfig):
+        super().__init__()
+        self.config = config
+        self.n_heads = config.num_attention_heads
+        self.n_kv = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.n_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.n_kv * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.n_kv * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=False)
+        self._inv_freq: dict[torch.device, torch.Tensor] = {}
+
+    def inv_freq(self, device: torch.device) -> torch.Tensor:
+        if device not in self._inv_freq:  # computed, not a buffer: nothing to save or re-init
+            cfg = self.config
+            self._inv_freq[device] = rope_inv_freq(self.head_dim, cfg.rope_theta, cfg.rope_scaling_config, device=device)
+        return self._inv_freq[device]
+
+    def allocate_state(self, num_slots: int, max_len: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+        shape = (num_slots, self.n_kv, max_len, self.head_dim)
+        return {"k": torch.zeros(shape, dtype=dtype, device=device), "v": torch.zeros(shape, dtype=dtype, device=device)}
+
+    def _qkv(self, x: torch.Tensor, position_ids: torch.Tensor):
+        b, l, _ = x.shape
+        q = self.q_proj(x).view(b, l, self.n_heads, self.head_dim).transpose(1, 2)  # (b, H, l, hd)
+        k = self.k_proj(x).view(b, l, self.n_kv, self.head_dim).transpose(1, 2)  # (b, Hkv, l, hd)
+        v = self.v_proj(x).view(b, l, self.n_kv, self.head_dim).transpose(1, 2)
+        cos, sin = rope_cos_sin(self.inv_freq(x.device), position_ids, q.dtype)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (b, l, d)
+        seq: SequenceInfo,
+        state: dict[str, torch.Tensor] | None = None,
+        slots: torch.Tensor | None = None,  # (b,) with state: prefill writes these slots
+    ) -> torch.Tensor:
+        b, l, _ = x.shape
+        q, k, v = self._qkv(x, seq.position_ids)
+        if state is not None:  # prefill: keep each row's real (right-aligned) tokens at cache [0, n)
+            lengths = seq.valid_lengths.tolist() if seq.valid_lengths is not None else [l] * b
+            for row, (slot, n) in enumerate(zip(slots.tolist(), lengths)):
+                state["k"][slot, :, :n] = k[row, :, l - n :]
+                state["v"][slot, :, :n] = v[row, :, l - n :]
+        out = dispatch.attention(q, k, v, doc_ids=seq.doc_ids)  # (b, H, l, hd)
+        return self.o_proj(out.transpose(1, 2).reshape(b, l, self.n_heads * self.head_dim))
+
+    def step(
+        self,
+        x: torch.Tensor,  # (b, d): one new token per sequence
+        positions: torch.Tensor,  # (b,) its position = tokens already cached
+        state: dict[str, torch.Tensor],
+        slots: torch.Tensor,  # (b,)
+    ) -> torch.Tensor:
+        q, k, v = self._qkv(x[:, None], positions[:, None])  # (b, H|Hkv, 1, hd)
+        state["k"][slots, :, positions] = k[:, :, 0]
+        state["v"][slots, :, positions] = v[:, :, 0]
+        out = dispatch.decode_attention(q[:, :, 0], state["k"], state["v"], slots, positions + 1)  # (b, H, hd)
+        return self.o_proj(out.reshape(x.shape[0], self.n_heads * self.head_dim))

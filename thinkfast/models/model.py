@@ -1,0 +1,202 @@
+"""The one decoder stack every student (and the all-attention copy of a teacher) uses.
+
+    h = h + mixer(input_layernorm(h));  h = h + mlp(post_attention_layernorm(h))
+
+Three ways to run it:
+  * `forward(input_ids, attention_mask=None, position_ids=None, labels=None)`: HF-style
+    full pass (training, packed documents via position resets, `transformers.generate`);
+  * `prefill(input_ids, state, slots, attention_mask)`: full pass over (left-padded)
+    prompts that also fills each prompt's decode state into its slot;
+  * `step(input_ids, state, slots)`: one token per sequence from the stored state.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutput
+
+from thinkfast.models.attention import AttentionMixer
+from thinkfast.models.config import ThinkfastConfig
+from thinkfast.models.layers import GatedMLP, RMSNorm
+from thinkfast.models.mamba1 import Mamba1Mixer
+from thinkfast.models.mamba2 import DiscreteMamba2Mixer, Mamba2Mixer
+from thinkfast.models.sequence import SequenceInfo
+from thinkfast.models.state import InferenceState
+
+MIXER_CLASSES = {
+    "attention": AttentionMixer,
+    "mamba1": Mamba1Mixer,
+    "mamba2": Mamba2Mixer,
+    "discrete_mamba2": DiscreteMamba2Mixer,
+}
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ThinkfastConfig, index: int):
+        super().__init__()
+        self.mixer_type = config.layer_mixers[index]
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mixer = MIXER_CLASSES[self.mixer_type](config)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = GatedMLP(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+
+    def forward(self, h: torch.Tensor, seq: SequenceInfo, state=None, slots=None) -> torch.Tensor:
+        h = h + self.mixer(self.input_layernorm(h), seq, state, slots)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+    def step(self, h: torch.Tensor, positions: torch.Tensor, state, slots) -> torch.Tensor:
+        h = h + self.mixer.step(self.input_layernorm(h), positions, state, slots)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class DecoderStack(nn.Module):
+    def __init__(self, config: ThinkfastConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class ThinkfastForCausalLM(PreTrainedModel, GenerationMixin):
+    config_class = ThinkfastConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["DecoderLayer"]
+    _keep_in_fp32_modules = []  # fp32 SSM params are kept by `cast_ssm_params_fp32`
+
+    def __init__(self, config: ThinkfastConfig):
+        super().__init__(config)
+        self.model = DecoderStack(config)
+        # a tied head reads the embedding matrix directly: no second tensor to keep in sync
+        self.lm_head = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.activation_checkpointing = False
+        self.post_init()
+
+    # transformers calls this for weights missing from a checkpoint; ours are all saved, and
+    # construction already initialised every parameter as SPEC 1.2-1.4 says.
+    def _init_weights(self, module):
+        return
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def head_weight(self) -> torch.Tensor:
+        return self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.head_weight())
+
+    # --------------------------------------------------------------- full pass
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,  # (b, l)
+        seq: SequenceInfo,
+        state: InferenceState | None = None,
+        slots: torch.Tensor | None = None,
+        output_layer_inputs: bool = False,
+    ):
+        h = self.model.embed_tokens(input_ids)
+        layer_inputs = []
+        for i, layer in enumerate(self.model.layers):
+            if output_layer_inputs:
+                layer_inputs.append(h)
+            layer_state = state.layers[i] if state is not None else None
+            if self.activation_checkpointing and self.training and state is None:
+                h = checkpoint(layer, h, seq, use_reentrant=False)
+            else:
+                h = layer(h, seq, layer_state, slots)
+        h = self.model.norm(h)
+        return (h, layer_inputs) if output_layer_inputs else h
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **unused,
+    ) -> CausalLMOutput:
+        b, l = input_ids.shape
+        seq = SequenceInfo.build(b, l, input_ids.device, position_ids=position_ids, attention_mask=attention_mask)
+        logits = self.logits(self.hidden_states(input_ids, seq))
+        loss = None
+        if labels is not None:  # logits at t predict token t+1
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+            )
+        return CausalLMOutput(loss=loss, logits=logits)
+
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
+        # no KV cache through transformers' generate: every step re-reads the whole sequence
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    # --------------------------------------------------------------- decoding
+    def allocate_state(
+        self, num_slots: int, max_len: int, dtype: torch.dtype | None = None, device=None
+    ) -> InferenceState:
+        dtype = dtype or self.model.embed_tokens.weight.dtype
+        device = device or self.model.embed_tokens.weight.device
+        layers = [layer.mixer.allocate_state(num_slots, max_len, dtype, device) for layer in self.model.layers]
+        return InferenceState(layers=layers, lengths=torch.zeros(num_slots, dtype=torch.long, device=device), max_len=max_len)
+
+    @torch.no_grad()
+    def prefill(
+        self,
+        input_ids: torch.Tensor,  # (b, l) prompts, left-padded when ragged
+        state: InferenceState,
+        slots: torch.Tensor,  # (b,) slot of each prompt
+        attention_mask: torch.Tensor | None = None,  # (b, l) 0 on left padding
+    ) -> torch.Tensor:
+        """Fill each prompt's decode state into its slot; return next-token logits (b, vocab)."""
+        b, l = input_ids.shape
+        seq = SequenceInfo.build(b, l, input_ids.device, attention_mask=attention_mask)
+        lengths = seq.valid_lengths if seq.valid_lengths is not None else torch.full((b,), l, device=input_ids.device)
+        if int(lengths.max()) > state.max_len:
+            raise ValueError(f"prompt of {int(lengths.max())} tokens exceeds the state's max_len {state.max_len}")
+        hidden = self.hidden_states(input_ids, seq, state, slots)
+        state.lengths[slots] = lengths
+        return self.logits(hidden[:, -1])
+
+    @torch.no_grad()
+    def step(
+        self,
+        input_ids: torch.Tensor,  # (b,) one token per sequence
+        state: InferenceState,
+        slots: torch.Tensor,  # (b,)
+    ) -> torch.Tensor:
+        """Append one token to each slot's context; return next-token logits (b, vocab)."""
+        positions = state.lengths[slots]  # (b,)
+        h = self.model.embed_tokens(input_ids)
+        for layer, layer_state in zip(self.model.layers, state.layers):
+            h = layer.step(h, positions, layer_state, slots)
+        state.lengths[slots] = positions + 1
+        return self.logits(self.model.norm(h))
+
+    # --------------------------------------------------------------- helpers
+    def cast_ssm_params_fp32(self) -> "ThinkfastForCausalLM":
+        """After `.to(bfloat16)`: put A_log, D, dt/a/z biases and conv state params back to fp32."""
+        for module in self.modules():
+            for name in ("A_log", "D", "dt_bias", "a_bias"):
+                param = getattr(module, name, None)
+                if isinstance(param, nn.Parameter):
+                    param.data = param.data.float()
+        return self
+
+    def summary(self) -> dict:
+        cfg = self.config
+        return {
+            "parameters": sum(p.numel() for p in self.parameters()),
+            "layers": {m: cfg.count(m) for m in dict.fromkeys(cfg.layer_mixers)},
+            "attention_layers": [i for i, m in enumerate(cfg.layer_mixers) if m == "attention"],
+        }
