@@ -1,0 +1,63 @@
+"""`thinkfast convert`: teacher -> hybrid / pure student, saved in HF layout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from thinkfast.errors import ThinkfastError
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer indices like 3,8,13, got {text!r}") from err
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("convert", help="convert a teacher into a hybrid or pure Mamba student")
+    p.add_argument("--teacher", required=True, help="hub name, local HF dir, .gguf file, or 'smollm2-135m'")
+    p.add_argument("--to", dest="target", choices=["hybrid", "llamba", "attention"], default="hybrid")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--attention-layers", type=_int_list, help="layers kept as attention, e.g. 3,8,13,18,23,27")
+    group.add_argument("--keep-attention", type=int, help="number of attention layers, spread evenly (default: a quarter)")
+    p.add_argument("--mixer", choices=["mamba1", "mamba2"], default="mamba1", help="Mamba mixer of a hybrid")
+    p.add_argument("--learnable-gqa-expansion", action="store_true", help="M1's learnable d_xb->d_inner maps")
+    p.add_argument("--out", required=True, help="output directory (config.json + model.safetensors + tokenizer)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from thinkfast.convert import convert, student_config_from_teacher
+    from thinkfast.teachers import load_teacher, load_tokenizer
+    from thinkfast.teachers.loading import load_config
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise ThinkfastError(f"output directory {out} is not empty; choose a new --out")
+    # validate the whole request against the teacher's config before loading any weights
+    student_config_from_teacher(
+        load_config(args.teacher), args.target, args.attention_layers, args.keep_attention, args.mixer,
+        args.learnable_gqa_expansion,
+    )
+    teacher, _ = load_teacher(args.teacher, dtype=torch.float32, tokenizer=False)
+    student = convert(
+        teacher, args.target, args.attention_layers, args.keep_attention, args.mixer,
+        args.learnable_gqa_expansion, seed=args.seed,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    student.save_pretrained(out)
+    try:  # the tokenizer (with its chat template) travels with the student when the teacher has one
+        load_tokenizer(args.teacher).save_pretrained(out)
+    except (OSError, ValueError) as err:
+        print(f"note: teacher {args.teacher} has no loadable tokenizer ({type(err).__name__}); saved weights only", file=sys.stderr)
+    summary = {"teacher": args.teacher, "target": args.target, **student.summary()}
+    (out / "thinkfast_conversion.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2), file=sys.stdout)
+    return 0
