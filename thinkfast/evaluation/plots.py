@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 
 @dataclass
@@ -50,6 +51,8 @@ def plot_scaling(curves: list[Curve], metric: str, path: str | os.PathLike, titl
                      facecolors="none", edgecolors="black", zorder=5)
     for ax, xlabel in ((ax_k, "k (samples per problem)"), (ax_t, "seconds per problem")):
         ax.set_xscale("log", base=2 if ax is ax_k else 10)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
