@@ -19,6 +19,7 @@ COMMAND_MODULES: list[str] = [
     "thinkfast.commands.run",
     "thinkfast.commands.convert",
     "thinkfast.commands.summary",
+    "thinkfast.commands.evaluate",
 ]
 
 

@@ -1,0 +1,56 @@
+"""`thinkfast eval STEP`: sample, grade, score, plot, report, or all of them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from thinkfast.config import load_config, save_config, to_dict
+from thinkfast.errors import ThinkfastError
+
+STEPS = ("sample", "grade", "score", "plot", "report", "all")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="test-time scaling evaluation: sample -> grade -> score -> plot -> report",
+        description="Sample N solutions per problem, grade them, compute pass@k / maj@k / BoN@k / weighted BoN@k, "
+        "map k to seconds, plot accuracy vs time with the Pareto front, and write a Markdown report.",
+    )
+    p.add_argument("step", choices=STEPS, help="which step to run ('all' runs them in order)")
+    p.add_argument("--config", "-c", help="YAML file for EvalConfig (see thinkfast/evaluation/config.py)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set n_samples=32 --set sampling.temperature=0.8")
+    p.add_argument("--model", action="append", default=[], metavar="PATH",
+                   help="model to evaluate (local HF dir); repeat for several; replaces the config's models")
+    p.add_argument("--dataset", help="gsm8k | math500 | aime24 | amc23 | synthetic | path.jsonl")
+    p.add_argument("--out", help="output folder (default: the config's out_dir)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from thinkfast.evaluation.config import EvalConfig
+    from thinkfast.evaluation.pipeline import STEPS as PIPELINE_STEPS
+    from thinkfast.evaluation.pipeline import run as run_pipeline
+
+    overrides = list(args.overrides)
+    if args.dataset:
+        overrides.append(f"dataset.name={args.dataset}")
+    if args.out:
+        overrides.append(f"out_dir={args.out}")
+    cfg = load_config(EvalConfig, args.config, overrides)
+    if args.model:
+        models = [{"name": os.path.basename(os.path.normpath(m)) or m, "path": m} for m in args.model]
+        cfg = load_config(EvalConfig, {**to_dict(cfg), "models": models})
+    if not cfg.models and args.step in ("sample", "grade", "score", "all"):
+        raise ThinkfastError("no models: pass --model PATH or list `models:` in the config")
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    save_config(cfg, os.path.join(cfg.out_dir, f"config.{args.step}.yaml"))
+    steps = PIPELINE_STEPS if args.step == "all" else (args.step,)
+    result = run_pipeline(cfg, steps)
+    if "report" in result:
+        print(f"report: {result['report']}")
+    elif "plots" in result:
+        print("plots: " + ", ".join(result["plots"].values()))
+    return 0

@@ -1,0 +1,241 @@
+"""sample -> grade -> score -> plot -> report, per model, on files under `cfg.out_dir`.
+
+Layout: out_dir/<model>/samples.shardNNN-of-MMM.jsonl (sampling, resumable), out_dir/<model>/samples.jsonl
+(merged + graded), out_dir/scores.json, out_dir/<metric>.png, out_dir/report.md, out_dir/verdicts.sqlite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from thinkfast.config import to_dict
+from thinkfast.errors import ThinkfastError
+from thinkfast.evaluation import budget, store
+from thinkfast.evaluation.config import EvalConfig, ModelSpec
+from thinkfast.evaluation.datasets import ProblemSet, load_problems
+from thinkfast.evaluation.grading import Grader, cluster_many, extract_answer
+from thinkfast.evaluation.loading import LoadedModel, load_model_for_eval
+from thinkfast.evaluation.metrics import ProblemSamples, all_metrics
+from thinkfast.evaluation.plots import Curve, plot_scaling
+from thinkfast.evaluation.prm import aggregate
+from thinkfast.evaluation.prompts import load_template, render_prompt
+from thinkfast.evaluation.report import METRIC_NAMES, write_report
+from thinkfast.evaluation.synthetic import synthetic_problems
+
+STEPS = ("sample", "grade", "score", "plot", "report")
+
+
+def _progress(cfg: EvalConfig, total: int, desc: str, unit: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not cfg.progress)
+
+
+def model_dir(cfg: EvalConfig, spec: ModelSpec) -> Path:
+    return Path(cfg.out_dir) / re.sub(r"[^A-Za-z0-9._-]+", "_", spec.name)
+
+
+def load_problem_set(cfg: EvalConfig) -> ProblemSet:
+    d = cfg.dataset
+    if d.name == "synthetic":
+        result = synthetic_problems(d.synthetic_n, d.synthetic_steps, d.synthetic_max_operand, d.synthetic_seed)
+        result.problems = result.problems[: d.limit] if d.limit else result.problems
+    else:
+        result = load_problems(d.name, d.data_dir, d.split, d.limit, d.on_error)
+    if result.skipped:
+        print(f"dataset {result.name}: skipped {len(result.skipped)} bad rows (first: {result.skipped[0]})")
+    return result
+
+
+def _batches(todo: list[tuple[int, list[int]]], per_batch: int) -> list[list[tuple[int, list[int]]]]:
+    """Consecutive problems needing the same sample indices, at most `per_batch` per batch."""
+    out: list[list[tuple[int, list[int]]]] = []
+    for item in todo:
+        if out and len(out[-1]) < per_batch and out[-1][-1][1] == item[1]:
+            out[-1].append(item)
+        else:
+            out.append([item])
+    return out
+
+
+def sample_model(cfg: EvalConfig, spec: ModelSpec, problems: ProblemSet, loaded: LoadedModel | None = None) -> int:
+    """Sample the missing (problem, sample) rows of the selected shards; returns rows written."""
+    template = load_template(cfg.prompt)
+    loaded = loaded or load_model_for_eval(spec)
+    if cfg.use_chat_template and loaded.tokenizer is None:
+        raise ThinkfastError(f"model {spec.name!r} has no tokenizer to apply a chat template; set use_chat_template: false")
+    written = 0
+    for shard in cfg.shards if cfg.shards is not None else range(cfg.num_shards):
+        start, end = store.shard_range(len(problems.problems), cfg.num_shards, shard)
+        sample_store = store.SampleStore(store.shard_path(model_dir(cfg, spec), shard, cfg.num_shards))
+        todo = []
+        for pi in range(start, end):
+            pid = problems.problems[pi].id
+            missing = [j for j in range(cfg.n_samples) if (pid, j) not in sample_store.done]
+            if missing:
+                todo.append((pi, missing))
+        bar = _progress(cfg, sum(len(m) for _, m in todo), f"sample {spec.name} shard {shard}", "sample")
+        params_dict = to_dict(cfg.sampling)
+        for batch in _batches(todo, cfg.problems_per_batch):
+            first_pi, missing = batch[0][0], batch[0][1]
+            seed = None if cfg.sampling.seed is None else cfg.sampling.seed + first_pi * cfg.n_samples + missing[0]
+            params = dataclasses.replace(cfg.sampling, seed=seed)
+            prompts = [
+                render_prompt(loaded.tokenizer, template, problems.problems[pi].question, cfg.use_chat_template)
+                for pi, _ in batch
+            ]
+            t0 = time.perf_counter()
+            completions = loaded.sampler.sample(prompts, len(missing), params)
+            per_sample = (time.perf_counter() - t0) / (len(batch) * len(missing))
+            rows = []
+            for (pi, _), comps in zip(batch, completions):
+                if len(comps) != len(missing):
+                    raise ThinkfastError(f"sampler returned {len(comps)} samples for a prompt, expected {len(missing)}")
+                problem = problems.problems[pi]
+                for j, comp in zip(missing, comps):
+                    rows.append(store.make_row(
+                        problem_id=problem.id, problem_index=pi, sample_index=j, model=spec.name, params=params_dict,
+                        seed=seed, text=comp.text, num_tokens=len(comp.token_ids), finish_reason=comp.finish_reason,
+                        seconds=per_sample, gold=problem.gold,
+                    ))
+            written += sample_store.append(rows)
+            bar.update(len(rows))
+        bar.close()
+    return written
+
+
+def _load_prm(cfg: EvalConfig):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from thinkfast.evaluation.prm import RLHFlowPRM
+
+    tok = AutoTokenizer.from_pretrained(cfg.prm.path)
+    model = AutoModelForCausalLM.from_pretrained(cfg.prm.path)
+    return RLHFlowPRM(model, tok, cfg.prm.batch_size, cfg.prm.device)
+
+
+def grade_model(cfg: EvalConfig, spec: ModelSpec, problems: ProblemSet, grader: Grader, prm=None) -> list[dict]:
+    """Merge shards (checking duplicates and missing rows), extract, grade, cluster, PRM-score."""
+    mdir = model_dir(cfg, spec)
+    paths = [store.shard_path(mdir, s, cfg.num_shards) for s in range(cfg.num_shards)]
+    expected = [(p.id, j) for p in problems.problems for j in range(cfg.n_samples)]
+    rows = store.merge_shards([p for p in paths if p.exists()], expected)
+    gold_of = {p.id: p.gold for p in problems.problems}
+    question_of = {p.id: p.question for p in problems.problems}
+    rows = [r for r in rows if r["problem_id"] in gold_of]  # a --set dataset.limit=... run ignores extras
+    for row in rows:
+        row["answer"] = extract_answer(row["text"])
+        row["gold"] = gold_of[row["problem_id"]]
+    verdicts = grader.equivalent_many([(r["gold"], r["answer"]) for r in rows], desc=f"grade {spec.name}")
+    by_problem: dict[str, list[dict]] = defaultdict(list)
+    for row, verdict in zip(rows, verdicts):
+        row["verdict"] = verdict
+        by_problem[row["problem_id"]].append(row)
+    groups = list(by_problem.values())
+    clusters = cluster_many([[r["answer"] for r in g] for g in groups], grader.equivalent_many)
+    for group, ids in zip(groups, clusters):
+        for row, cid in zip(group, ids):
+            row["cluster"] = cid
+    if prm is not None:
+        bar = _progress(cfg, len(rows), f"PRM {spec.name}", "sample")
+        for start in range(0, len(rows), cfg.prm.batch_size):
+            chunk = rows[start : start + cfg.prm.batch_size]
+            steps = prm.score_steps([question_of[r["problem_id"]] for r in chunk], [r["text"] for r in chunk])
+            for row, s in zip(chunk, steps):
+                row["prm_scores"], row["prm_score"] = s, aggregate(s, cfg.prm.aggregation)
+            bar.update(len(chunk))
+        bar.close()
+    store.write_rows(mdir / "samples.jsonl", rows)
+    return rows
+
+
+def score_model(cfg: EvalConfig, spec: ModelSpec, skipped: int = 0) -> dict:
+    rows = store.read_rows(model_dir(cfg, spec) / "samples.jsonl")
+    if not rows or any(r.get("verdict") is None for r in rows):
+        raise ThinkfastError(f"{spec.name}: no graded samples in {model_dir(cfg, spec)}; run `thinkfast eval grade` first")
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[r["problem_id"]].append(r)
+    problems = []
+    for group in groups.values():
+        scores = [r.get("prm_score") for r in group]
+        problems.append(ProblemSamples(
+            correct=np.array([bool(r["verdict"]) for r in group]),
+            cluster=np.array([-1 if r["cluster"] is None else int(r["cluster"]) for r in group]),
+            score=None if any(s is None for s in scores) else np.array(scores, dtype=float),
+        ))
+    results = all_metrics(problems, cfg.k_list, cfg.metrics, cfg.trials, cfg.metric_seed, cfg.exact_limit)
+    sps, method = budget.model_seconds_per_sample(rows, spec.tokens_per_second)
+    return {
+        "problems": len(problems),
+        "samples_per_problem": min(p.n for p in problems),
+        "mean_tokens": budget.mean_tokens(rows),
+        "seconds_per_sample": sps,
+        "time_method": method,
+        "skipped": skipped,
+        "seconds": {str(k): v for k, v in budget.seconds_for_k(cfg.k_list, sps).items()},
+        "metrics": {m: {str(k): dataclasses.asdict(r) for k, r in per_k.items()} for m, per_k in results.items()},
+    }
+
+
+def plot_scores(cfg: EvalConfig, scores: dict) -> dict[str, str]:
+    paths = {}
+    metrics = sorted({m for d in scores.values() for m in d["metrics"]}, key=["pass", "maj", "bon", "wbon"].index)
+    for metric in metrics:
+        curves = []
+        for model, d in scores.items():
+            per_k = d["metrics"].get(metric, {})
+            ks = sorted(int(k) for k in per_k)
+            if ks:
+                curves.append(Curve(model, ks, [per_k[str(k)]["mean"] for k in ks], [per_k[str(k)]["std"] for k in ks],
+                                    [d["seconds"][str(k)] for k in ks]))
+        paths[metric] = plot_scaling(curves, METRIC_NAMES[metric], Path(cfg.out_dir) / f"{metric}.png",
+                                     f"{METRIC_NAMES[metric]} on {cfg.dataset.name}")
+    return paths
+
+
+def _read_scores(cfg: EvalConfig) -> dict:
+    path = Path(cfg.out_dir) / "scores.json"
+    if not path.is_file():
+        raise ThinkfastError(f"{path} does not exist; run `thinkfast eval score` first")
+    return json.loads(path.read_text())
+
+
+def run(cfg: EvalConfig, steps: list[str] | tuple[str, ...] = STEPS) -> dict:
+    """Run the given steps in pipeline order for every model in `cfg.models`; returns what they produced."""
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        raise ThinkfastError(f"unknown step(s) {sorted(unknown)}; use {list(STEPS)} or all")
+    if not cfg.models and ({"sample", "grade", "score"} & set(steps)):
+        raise ThinkfastError("no models configured; add `models:` to the config or pass --model")
+    out: dict = {}
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    problems = load_problem_set(cfg) if {"sample", "grade", "score"} & set(steps) else None
+    if "sample" in steps:
+        out["sampled"] = {spec.name: sample_model(cfg, spec, problems) for spec in cfg.models}
+    if "grade" in steps:
+        prm = _load_prm(cfg) if cfg.prm.path else None
+        with Grader(cfg.grading_timeout, cfg.grading_workers, Path(cfg.out_dir) / "verdicts.sqlite", cfg.progress) as grader:
+            for spec in cfg.models:
+                grade_model(cfg, spec, problems, grader, prm)
+            out["grading_timeouts"] = grader.timeouts
+    if "score" in steps:
+        scores = {spec.name: score_model(cfg, spec, len(problems.skipped)) for spec in cfg.models}
+        (Path(cfg.out_dir) / "scores.json").write_text(json.dumps(scores, indent=1))
+        out["scores"] = scores
+    if "plot" in steps:
+        out["plots"] = plot_scores(cfg, out.get("scores") or _read_scores(cfg))
+    if "report" in steps:
+        scores = out.get("scores") or _read_scores(cfg)
+        plots = out.get("plots") or {m: str(Path(cfg.out_dir) / f"{m}.png") for m in ("pass", "maj", "bon", "wbon")
+                                     if (Path(cfg.out_dir) / f"{m}.png").exists()}
+        out["report"] = write_report(scores, plots, Path(cfg.out_dir) / "report.md",
+                                     f"Test-time scaling on {cfg.dataset.name}")
+    return out

@@ -1,0 +1,148 @@
+"""JSONL sampling store: one row per (problem, sample), crash-safe appends, resume, shard merge.
+
+Row keys (see `make_row`): problem_id, problem_index, sample_index, model, params, seed, text,
+num_tokens, finish_reason, seconds, gold, answer, verdict, cluster, prm_scores, prm_score.
+Appends are flushed and fsync'ed per batch; a run killed mid-write leaves at most one truncated last
+line, which `read_rows` drops (and `SampleStore` truncates away) so the rerun redoes only that batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from thinkfast.errors import ThinkfastError
+
+Key = tuple[str, int]  # (problem_id, sample_index)
+
+
+def make_row(**fields: Any) -> dict[str, Any]:
+    row = {
+        "problem_id": None, "problem_index": None, "sample_index": None, "model": None, "params": {},
+        "seed": None, "text": "", "num_tokens": 0, "finish_reason": None, "seconds": None, "gold": None,
+        "answer": None, "verdict": None, "cluster": None, "prm_scores": None, "prm_score": None,
+    }
+    unknown = set(fields) - set(row)
+    if unknown:
+        raise ValueError(f"unknown row fields {sorted(unknown)}")
+    row.update(fields)
+    return row
+
+
+def row_key(row: dict) -> Key:
+    return (str(row["problem_id"]), int(row["sample_index"]))
+
+
+def read_rows(path: str | os.PathLike, repair: bool = False) -> list[dict]:
+    """All rows of a JSONL store. A bad *last* line (a killed write) is dropped (and cut off if `repair`);
+    a bad line elsewhere is corruption and raises."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, "rb") as fh:
+        data = fh.read()
+    rows: list[dict] = []
+    offset = 0
+    lines = data.split(b"\n")
+    for i, raw in enumerate(lines):
+        is_last = i == len(lines) - 1 or (i == len(lines) - 2 and lines[-1] == b"")
+        complete = i < len(lines) - 1  # followed by a newline
+        if raw.strip():
+            try:
+                if not complete:
+                    raise ValueError("no trailing newline")
+                rows.append(json.loads(raw))
+            except ValueError as err:
+                if not is_last and complete:
+                    raise ThinkfastError(f"{path} line {i + 1} is corrupt ({err}); delete the file or that line") from None
+                if repair:
+                    with open(path, "r+b") as fh:
+                        fh.truncate(offset)
+                break
+        offset += len(raw) + 1
+    return rows
+
+
+class SampleStore:
+    """Append-only JSONL file of sample rows with the set of (problem, sample) keys already done."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows = read_rows(self.path, repair=True)
+        self.done: set[Key] = {row_key(r) for r in self.rows}
+
+    def append(self, rows: Iterable[dict]) -> int:
+        """Write new rows (keys already present are skipped); flush + fsync before returning. Returns rows written."""
+        fresh = []
+        for row in rows:
+            key = row_key(row)
+            if key in self.done:
+                continue
+            self.done.add(key)
+            fresh.append(row)
+        if not fresh:
+            return 0
+        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.rows.extend(fresh)
+        return len(fresh)
+
+
+def write_rows(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    """Atomically replace `path` with `rows` (temp file + fsync + rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def shard_range(num_problems: int, num_shards: int, shard_index: int) -> tuple[int, int]:
+    """[start, end) problem indices of one shard; contiguous, sizes differ by at most one."""
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ThinkfastError(f"shard {shard_index} of {num_shards} is invalid; need 0 <= shard < num_shards")
+    base, extra = divmod(num_problems, num_shards)
+    start = shard_index * base + min(shard_index, extra)
+    return start, start + base + (1 if shard_index < extra else 0)
+
+
+def shard_path(model_dir: str | os.PathLike, shard_index: int, num_shards: int) -> Path:
+    return Path(model_dir) / f"samples.shard{shard_index:03d}-of-{num_shards:03d}.jsonl"
+
+
+def merge_shards(
+    paths: list[Path], expected: Iterable[Key] | None = None, out: str | os.PathLike | None = None
+) -> list[dict]:
+    """Concatenate shard files, checking duplicate keys and (if `expected` given) missing keys; sorted rows."""
+    rows: list[dict] = []
+    seen: dict[Key, Path] = {}
+    duplicates: list[str] = []
+    for path in paths:
+        for row in read_rows(path):
+            key = row_key(row)
+            if key in seen:
+                duplicates.append(f"{key} in {seen[key].name} and {path.name}")
+                continue
+            seen[key] = path
+            rows.append(row)
+    if duplicates:
+        raise ThinkfastError(f"{len(duplicates)} duplicate (problem, sample) rows, e.g. {duplicates[:3]}; shards overlap")
+    if expected is not None:
+        missing = [k for k in expected if k not in seen]
+        if missing:
+            raise ThinkfastError(
+                f"{len(missing)} (problem, sample) rows are missing, e.g. {missing[:3]}; rerun `thinkfast eval sample` to finish"
+            )
+    rows.sort(key=lambda r: (int(r["problem_index"]), int(r["sample_index"])))
+    if out is not None:
+        write_rows(out, rows)
+    return rows
