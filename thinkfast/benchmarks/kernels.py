@@ -217,8 +217,10 @@ def _bench_ssd(shape, batch, l, device, timer, copy_gbs, dtype):
         return [dict(kernel="ssd_fla", shape=shape.name, batch=batch, length=l, error=repr(err)[:300])]
 
 
-def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.bfloat16):
-    """3B layer: scan fwd+bwd vs in_proj + out_proj matmuls fwd+bwd (SPEC 1.2 dimensions)."""
+def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.bfloat16, scan_configs=()):
+    """3B layer: scan fwd+bwd vs in_proj + out_proj matmuls fwd+bwd (SPEC 1.2 dimensions).
+
+    `scan_configs`: extra (chunk, num_warps) pairs to time (the default config is always timed)."""
     from thinkfast.ops.triton.selective_scan import selective_scan
 
     shape = SHAPES["3b"]
@@ -251,14 +253,24 @@ def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.b
         selective_scan(**t).backward(gy)
 
     scan_ms = timer(fwd_bwd)
+    sweep = []
+    for chunk, warps in scan_configs:
+        def fb(chunk=chunk, warps=warps):
+            selective_scan(**t, chunk_size=chunk, chunk_size_bwd=chunk, num_warps=warps).backward(gy)
+        try:
+            sweep.append(dict(chunk=chunk, num_warps=warps, scan_fwd_bwd_ms=round(timer(fb), 4)))
+        except Exception as err:  # e.g. out of registers / shared memory: recorded, not fatal
+            sweep.append(dict(chunk=chunk, num_warps=warps, error=repr(err)[:300]))
     return dict(batch=batch, length=length, shape="3b", in_proj=f"{dm}->{proj_out}", out_proj=f"{d}->{dm}",
+                scan_config_sweep=sweep,
                 matmul_fwd_bwd_ms=round(mm_ms, 4), matmul_tflops=round(flops / (mm_ms * 1e-3) / 1e12, 1),
                 scan_fwd_bwd_ms=round(scan_ms, 4), scan_over_matmul=round(scan_ms / mm_ms, 3),
                 target_met=scan_ms < mm_ms)
 
 
 def run(out_dir, shapes=("1b", "3b"), batches=(1, 8, 32, 64, 128, 256, 512),
-        lengths=(512, 1024, 2048, 4096, 8192), scan_batch=4, device=None, with_ssd=True, compare=True):
+        lengths=(512, 1024, 2048, 4096, 8192), scan_batch=4, device=None, with_ssd=True, compare=True,
+        scan_configs=()):
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     timer = _timer(device)
     copy_gbs = copy_bandwidth(device, (1 << 30) if device.type == "cuda" else (1 << 22), timer)
@@ -269,7 +281,7 @@ def run(out_dir, shapes=("1b", "3b"), batches=(1, 8, 32, 64, 128, 256, 512),
         rows += bench_sequence(shape, lengths, scan_batch, device, timer, copy_gbs, with_ssd=with_ssd)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    comparison = bench_training_comparison(device, timer) if compare else None
+    comparison = bench_training_comparison(device, timer, scan_configs=scan_configs) if compare else None
     import triton
 
     result = dict(
@@ -304,6 +316,9 @@ def markdown(result) -> str:
                   f"in_proj ({c['in_proj']}) + out_proj ({c['out_proj']}) matmuls fwd+bwd {c['matmul_fwd_bwd_ms']} ms "
                   f"({c['matmul_tflops']} TFLOP/s): ratio {c['scan_over_matmul']}, "
                   f"target (< 1) {'met' if c['target_met'] else 'MISSED'}."]
+        for sw in c.get("scan_config_sweep", []):
+            lines.append(f"- scan chunk {sw['chunk']}, {sw['num_warps']} warps: "
+                         f"{sw.get('scan_fwd_bwd_ms', sw.get('error'))} ms")
     decode = [r for r in result["rows"] if r.get("kernel") == "mamba1_step" and r.get("shape") == "3b"
               and r.get("batch", 0) >= 256]
     if decode:

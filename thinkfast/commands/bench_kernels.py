@@ -15,6 +15,19 @@ def _ints(text: str) -> list[int]:
         raise ThinkfastError(f"expected comma-separated integers, got {text!r}") from err
 
 
+def _configs(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in (v.strip() for v in text.split(",")):
+        if not item:
+            continue
+        try:
+            chunk, warps = item.lower().split("x")
+            out.append((int(chunk), int(warps)))
+        except ValueError as err:
+            raise ThinkfastError(f"--scan-configs items look like 16x8 (chunk x warps), got {item!r}") from err
+    return out
+
+
 def register(subparsers) -> None:
     bench = get_bench_subparsers(subparsers)
     p = bench.add_parser(
@@ -29,6 +42,8 @@ def register(subparsers) -> None:
     p.add_argument("--scan-batch", type=int, default=4, help="batch for the sequence kernels")
     p.add_argument("--no-ssd", action="store_true", help="skip the fla SSD timings")
     p.add_argument("--no-compare", action="store_true", help="skip scan vs in/out_proj matmul comparison")
+    p.add_argument("--scan-configs", default="8x4,16x4,16x8,32x8",
+                   help="extra scan (chunk x num_warps) configs timed in the 3B comparison; '' for none")
     p.add_argument("--allow-cpu", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_run)
 
@@ -45,6 +60,7 @@ def _run(args) -> int:
     if not torch.cuda.is_available() and not args.allow_cpu:
         raise ThinkfastError("kernel benchmarks need a CUDA GPU")
     result = run(args.out, shapes=shapes, batches=_ints(args.batches), lengths=_ints(args.lengths),
-                 scan_batch=args.scan_batch, with_ssd=not args.no_ssd, compare=not args.no_compare)
+                 scan_batch=args.scan_batch, with_ssd=not args.no_ssd, compare=not args.no_compare,
+                 scan_configs=_configs(args.scan_configs))
     print(open(f"{args.out}/kernels.md").read())
     return 0 if result else 1

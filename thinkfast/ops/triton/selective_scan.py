@@ -23,6 +23,8 @@ dB and dC need no atomics because one program owns a whole group.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -238,8 +240,17 @@ def _ss_bwd_kernel(
     tl.store(dbias_ptr + pid_b * d_inner + d0 + offs_c, db_acc)
 
 
-def _config(cpg: int, n: int, chunk_size: int | None, backward: bool) -> tuple[int, int]:
-    """(T, num_warps).  T is a power of two; the (T, CPG, N) tile lives in registers."""
+def _config(cpg: int, n: int, chunk_size: int | None, backward: bool, num_warps: int | None = None) -> tuple[int, int]:
+    """(T, num_warps).  T is a power of two; the (T, CPG, N) tile lives in registers.
+
+    Defaults: T*CPG*N = 8192 (forward) / 4096 (backward) tile elements, 8 warps.  Not yet
+    tuned on a GPU: `thinkfast bench kernels --scan-configs` sweeps them, and the
+    THINKFAST_SCAN_CHUNK / THINKFAST_SCAN_WARPS environment variables override them.
+    """
+    if chunk_size is None and os.environ.get("THINKFAST_SCAN_CHUNK"):
+        chunk_size = int(os.environ["THINKFAST_SCAN_CHUNK"])
+    if num_warps is None and os.environ.get("THINKFAST_SCAN_WARPS"):
+        num_warps = int(os.environ["THINKFAST_SCAN_WARPS"])
     if chunk_size is None:
         elems = 32 * 16 * 16
         chunk_size = max(2, min(64, triton.next_power_of_2(max(1, elems // (cpg * n)))))
@@ -248,8 +259,9 @@ def _config(cpg: int, n: int, chunk_size: int | None, backward: bool) -> tuple[i
     if not is_pow2(chunk_size):
         raise ValueError(f"chunk_size must be a power of two, got {chunk_size}")
     tile = chunk_size * cpg * n
-    warps = 4 if tile <= 4096 else 8
-    return chunk_size, warps
+    if num_warps is None:
+        num_warps = 4 if tile < 4096 else 8
+    return chunk_size, num_warps
 
 
 def supported(x, A, B) -> bool:
@@ -267,7 +279,8 @@ def _bc_view(t):
 
 class SelectiveScanFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, dt, A, B, C, D, z, dt_bias, initial_state, reset, softplus_flag, chunk_fwd, chunk_bwd):
+    def forward(ctx, x, dt, A, B, C, D, z, dt_bias, initial_state, reset, softplus_flag, chunk_fwd, chunk_bwd,
+                num_warps):
         b, L, d = x.shape
         n = A.shape[1]
         G = B.shape[2]
@@ -281,12 +294,12 @@ class SelectiveScanFn(torch.autograd.Function):
         rs = reset.to(torch.uint8).contiguous() if reset is not None else None
         need_grad = any(ctx.needs_input_grad[:9])
         ctx.set_materialize_grads(False)
-        T, warps = _config(cpg, n, chunk_fwd, backward=False)
+        T, warps = _config(cpg, n, chunk_fwd, backward=False, num_warps=num_warps)
         n_chunks = triton.cdiv(L, T)
         y = torch.empty(b, L, d, device=x.device, dtype=x.dtype)
         hT = torch.empty(b, d, n, device=x.device, dtype=torch.float32)
         # the backward recomputes with its own chunk length, so save states at that granularity
-        Tb, warps_b = _config(cpg, n, chunk_bwd, backward=True)
+        Tb, warps_b = _config(cpg, n, chunk_bwd, backward=True, num_warps=num_warps)
         if need_grad and Tb != T:
             T, warps = Tb, warps_b
             n_chunks = triton.cdiv(L, T)
@@ -358,14 +371,14 @@ class SelectiveScanFn(torch.autograd.Function):
         gD = dD.sum(0).to(D_dtype) if D_dtype is not None else None
         gbias = dbias.sum(0).to(bias_dtype) if bias_dtype is not None else None
         gh0 = dh0.to(h0_dtype) if has_h0 else None
-        return dx, ddt, gA, dB, dC, gD, dz, gbias, gh0, None, None, None, None
+        return dx, ddt, gA, dB, dC, gD, dz, gbias, gh0, None, None, None, None, None
 
 
 def selective_scan(
     x, dt, A, B, C, D=None, z=None, dt_bias=None, softplus=True, initial_state=None, reset=None,
-    return_final_state=False, chunk_size=None, chunk_size_bwd=None,
+    return_final_state=False, chunk_size=None, chunk_size_bwd=None, num_warps=None,
 ):
     """Triton selective scan; arguments and results as `selective_scan_ref`."""
     y, hT = SelectiveScanFn.apply(x, dt, A, B, C, D, z, dt_bias, initial_state, reset, softplus,
-                                  chunk_size, chunk_size_bwd)
+                                  chunk_size, chunk_size_bwd, num_warps)
     return (y, hT) if return_final_state else y
