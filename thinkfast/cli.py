@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "thinkfast.commands.convert",
     "thinkfast.commands.summary",
     "thinkfast.commands.evaluate",
+    "thinkfast.commands.bench_kernels",
 ]
 
 

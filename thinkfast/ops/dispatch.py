@@ -1,46 +1,166 @@
 """One entry point per op: the model calls these, never a backend directly.
 
-Each function has the signature of its reference in `thinkfast.ops.reference`.
-GPU kernels are chosen on CUDA tensors when available; everything else runs the
-reference.  Set THINKFAST_FORCE_REFERENCE=1 to force the references everywhere
-(for debugging a kernel against its ground truth).
+Each function has the signature of its reference in `thinkfast.ops.reference`, plus an
+optional keyword `backend`.  Backend choice, first rule that applies:
+
+1. `THINKFAST_FORCE_REFERENCE=1`: the reference, always (debug a kernel against its
+   ground truth without touching code).
+2. `backend=` argument, else the `THINKFAST_KERNELS` environment variable:
+   - "reference": the reference;
+   - "triton": the kernel, on any device (CPU tensors need `TRITON_INTERPRET=1`, which
+     is how CI runs the kernels); an unsupported shape/dtype is an error, not a silent
+     fallback, so a test that forces kernels really tests them;
+   - "auto" (default): the kernel when every tensor is on CUDA, triton (and for `ssd`
+     flash-linear-attention) imports, and the shape/dtype is supported; else the reference.
+fp64 inputs always take the reference under "auto" (the kernels compute in fp32).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
+import torch
+
 from thinkfast.ops import reference as ref
+
+_CHOICES = ("auto", "reference", "triton")
 
 
 def use_reference() -> bool:
     return os.environ.get("THINKFAST_FORCE_REFERENCE", "0") not in ("", "0", "false", "False")
 
 
-def selective_scan(*args, **kwargs):
-    return ref.selective_scan_ref(*args, **kwargs)
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+
+        import thinkfast.ops.triton.selective_scan  # noqa: F401
+    except Exception:
+        return False
+    return True
 
 
-def selective_state_update(*args, **kwargs):
-    return ref.selective_state_update_ref(*args, **kwargs)
+@functools.lru_cache(maxsize=None)
+def fla_available() -> bool:
+    try:
+        from fla.ops.simple_gla import chunk_simple_gla  # noqa: F401
+    except Exception:
+        return False
+    return True
 
 
-def causal_conv1d(*args, **kwargs):
-    return ref.causal_conv1d_ref(*args, **kwargs)
+def _requested(backend: str | None) -> str:
+    choice = backend if backend is not None else os.environ.get("THINKFAST_KERNELS", "auto")
+    if choice not in _CHOICES:
+        raise ValueError(f"backend must be one of {_CHOICES}, got {choice!r}")
+    return choice
 
 
-def causal_conv1d_update(*args, **kwargs):
-    return ref.causal_conv1d_update_ref(*args, **kwargs)
+def _pick(backend: str | None, tensors, supported, name: str, needs_fla: bool = False) -> bool:
+    """True to run the kernel.  `supported` is a thunk: shape/dtype check of the kernel."""
+    if use_reference():
+        return False
+    choice = _requested(backend)
+    if choice == "reference":
+        return False
+    present = [t for t in tensors if isinstance(t, torch.Tensor)]
+    if choice == "triton":
+        if not triton_available():
+            raise RuntimeError(f"{name}: backend 'triton' requested but triton cannot be imported")
+        if needs_fla and not fla_available():
+            raise RuntimeError(f"{name}: flash-linear-attention is needed for this kernel and cannot be imported")
+        if not supported():
+            raise ValueError(f"{name}: the kernel does not support these shapes/dtypes")
+        return True
+    if not present or not all(t.is_cuda for t in present):
+        return False
+    if any(t.dtype == torch.float64 for t in present):
+        return False
+    if not triton_available() or (needs_fla and not fla_available()):
+        return False
+    return bool(supported())
 
 
-def ssd(*args, chunk_size: int = 64, **kwargs):
-    return ref.ssd_chunked_ref(*args, chunk_size=chunk_size, **kwargs)
+def selective_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, softplus=True, initial_state=None, reset=None,
+                   return_final_state=False, *, backend: str | None = None):
+    def ok():
+        from thinkfast.ops.triton.selective_scan import supported
+
+        return supported(x, A, B)
+
+    if _pick(backend, (x, dt, A, B, C, D, z, dt_bias, initial_state, reset), ok, "selective_scan"):
+        from thinkfast.ops.triton.selective_scan import selective_scan as kernel
+
+        return kernel(x, dt, A, B, C, D, z, dt_bias, softplus, initial_state, reset, return_final_state)
+    return ref.selective_scan_ref(x, dt, A, B, C, D, z, dt_bias, softplus, initial_state, reset, return_final_state)
 
 
-def ssd_step(*args, **kwargs):
-    return ref.ssd_step_ref(*args, **kwargs)
+def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, softplus=True, state_indices=None,
+                           *, backend: str | None = None):
+    def ok():
+        from thinkfast.ops.triton.state_update import mamba1_supported
+
+        return mamba1_supported(state, x, A, B)
+
+    if _pick(backend, (state, x, dt, A, B, C, D, z, dt_bias, state_indices), ok, "selective_state_update"):
+        from thinkfast.ops.triton.state_update import selective_state_update as kernel
+
+        return kernel(state, x, dt, A, B, C, D, z, dt_bias, softplus, state_indices)
+    return ref.selective_state_update_ref(state, x, dt, A, B, C, D, z, dt_bias, softplus, state_indices)
 
 
+def causal_conv1d(x, weight, bias=None, activation=None, reset=None, initial_state=None, return_final_state=False,
+                  *, backend: str | None = None):
+    def ok():
+        return x.dtype in (torch.float32, torch.bfloat16, torch.float16) and weight.shape[1] >= 2
+
+    if _pick(backend, (x, weight, bias, reset, initial_state), ok, "causal_conv1d"):
+        from thinkfast.ops.triton.conv import causal_conv1d as kernel
+
+        return kernel(x, weight, bias, activation, reset, initial_state, return_final_state)
+    return ref.causal_conv1d_ref(x, weight, bias, activation, reset, initial_state, return_final_state)
+
+
+def causal_conv1d_update(x, conv_state, weight, bias=None, activation=None, state_indices=None,
+                         *, backend: str | None = None):
+    def ok():
+        return x.dtype in (torch.float32, torch.bfloat16, torch.float16) and weight.shape[1] >= 2
+
+    if _pick(backend, (x, conv_state, weight, bias, state_indices), ok, "causal_conv1d_update"):
+        from thinkfast.ops.triton.conv import causal_conv1d_update as kernel
+
+        return kernel(x, conv_state, weight, bias, activation, state_indices)
+    return ref.causal_conv1d_update_ref(x, conv_state, weight, bias, activation, state_indices)
+
+
+def ssd(x, g, B, C, initial_state=None, reset=None, return_final_state=False, chunk_size: int = 64,
+        *, backend: str | None = None):
+    def ok():
+        return x.dtype in (torch.float32, torch.bfloat16, torch.float16) and x.is_cuda
+
+    if _pick(backend, (x, g, B, C, initial_state, reset), ok, "ssd", needs_fla=True):
+        from thinkfast.ops.triton.ssd_fla import ssd_fla
+
+        return ssd_fla(x, g, B, C, initial_state, reset, return_final_state, chunk_size)
+    return ref.ssd_chunked_ref(x, g, B, C, initial_state, reset, return_final_state, chunk_size=chunk_size)
+
+
+def ssd_step(state, x, g, B, C, state_indices=None, *, backend: str | None = None):
+    def ok():
+        from thinkfast.ops.triton.state_update import ssd_step_supported
+
+        return ssd_step_supported(state, x, B)
+
+    if _pick(backend, (state, x, g, B, C, state_indices), ok, "ssd_step"):
+        from thinkfast.ops.triton.state_update import ssd_step as kernel
+
+        return kernel(state, x, g, B, C, state_indices)
+    return ref.ssd_step_ref(state, x, g, B, C, state_indices)
+
+
+# Attention entries exist on main (model work); kept here verbatim so the merge is trivial.
 def attention(*args, **kwargs):
     return ref.attention_ref(*args, **kwargs)
 

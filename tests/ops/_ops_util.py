@@ -1,0 +1,27 @@
+"""Helpers for the kernel tests."""
+
+import torch
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+TOL = {torch.float32: 2e-5, torch.bfloat16: 1.5e-2, torch.float64: 1e-10}
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def assert_close(name: str, got: torch.Tensor, want: torch.Tensor, tol: float) -> None:
+    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    assert torch.isfinite(got).all(), f"{name}: non-finite values"
+    err = rel_err(got, want)
+    assert err <= tol, f"{name}: relative error {err:.3e} > {tol:.1e}"
+
+
+def random_resets(b: int, l: int, p: float, gen: torch.Generator, device=DEVICE) -> torch.Tensor:
+    r = torch.rand(b, l, generator=gen) < p
+    r[0, l // 2] = True  # at least one reset in the middle
+    if b > 1:
+        r[1, 0] = True  # and one at t = 0 (which must also cancel the initial state)
+    return r.to(device)

@@ -1,0 +1,46 @@
+"""Kernel tests: on a machine without CUDA the Triton kernels run through the Triton
+interpreter on CPU tensors (small sizes); with CUDA they run compiled on the GPU.
+
+TRITON_INTERPRET must be set before any kernel module is imported (triton decides at
+decoration time), which is why it is set here, at conftest import.
+"""
+
+import os
+import sys
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+try:
+    if "thinkfast.ops.triton.selective_scan" in sys.modules and DEVICE == "cpu":
+        raise ImportError("kernel modules were imported before TRITON_INTERPRET was set")
+    import triton  # noqa: F401
+
+    from thinkfast.ops.triton._interpreter import vectorise_interpreter_scan
+
+    if DEVICE == "cpu":
+        vectorise_interpreter_scan()
+    HAVE_TRITON = True
+except ImportError:  # pragma: no cover
+    HAVE_TRITON = False
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    skip_triton = pytest.mark.skip(reason="needs triton")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+        if "triton" in item.keywords and not HAVE_TRITON:
+            item.add_marker(skip_triton)
+
+
+@pytest.fixture
+def device():
+    return DEVICE

@@ -1,0 +1,39 @@
+"""`thinkfast bench kernels` parses, shares the `bench` group, and writes JSON + Markdown."""
+
+import argparse
+import json
+
+import pytest
+
+from thinkfast.cli import build_parser
+from thinkfast.commands.bench_group import get_bench_subparsers
+
+
+def test_bench_group_is_created_once_and_shared():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    first = get_bench_subparsers(sub)
+    first.add_parser("kernels")
+    second = get_bench_subparsers(sub)
+    assert second is first
+    second.add_parser("speed")
+    assert set(sub.choices["bench"]._thinkfast_bench_subparsers.choices) == {"kernels", "speed"}
+
+
+def test_cli_parses_bench_kernels():
+    args = build_parser().parse_args(["bench", "kernels", "--out", "x", "--shapes", "3b", "--batches", "256"])
+    assert args.shapes == "3b" and args.batches == "256" and callable(args.func)
+
+
+@pytest.mark.triton
+def test_bench_kernels_smoke(tmp_path):
+    from thinkfast.cli import main
+
+    rc = main(["bench", "kernels", "--out", str(tmp_path), "--shapes", "tiny", "--batches", "2", "--lengths", "5",
+               "--scan-batch", "1", "--no-compare", "--no-ssd", "--allow-cpu"])
+    assert rc == 0
+    result = json.loads((tmp_path / "kernels.json").read_text())
+    kernels = {r["kernel"] for r in result["rows"]}
+    assert {"mamba1_step", "conv_step", "ssd_step", "scan_fwd", "scan_fwd_bwd", "conv_fwd", "conv_fwd_bwd"} <= kernels
+    assert all(r["ms"] > 0 and r["bytes"] > 0 for r in result["rows"])
+    assert "| mamba1_step | tiny | 2 |" in (tmp_path / "kernels.md").read_text()

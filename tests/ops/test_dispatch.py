@@ -1,0 +1,80 @@
+"""Backend selection in `thinkfast.ops.dispatch`."""
+
+import pytest
+import torch
+
+import thinkfast.ops.triton.conv as conv_kernels
+from thinkfast.ops import dispatch
+
+
+def conv_args(dtype=torch.float32):
+    return torch.randn(1, 5, 4, dtype=dtype), torch.randn(4, 3, dtype=dtype)
+
+
+def spy(monkeypatch):
+    calls = []
+    real_ref = dispatch.ref.causal_conv1d_ref
+    real_kernel = conv_kernels.causal_conv1d
+
+    def ref(*a, **k):
+        calls.append("reference")
+        return real_ref(*a, **k)
+
+    def kernel(*a, **k):
+        calls.append("triton")
+        return real_kernel(*a, **k)
+
+    monkeypatch.setattr(dispatch.ref, "causal_conv1d_ref", ref)
+    monkeypatch.setattr(conv_kernels, "causal_conv1d", kernel)
+    return calls
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU default")
+def test_cpu_tensors_take_the_reference_by_default(monkeypatch):
+    monkeypatch.delenv("THINKFAST_KERNELS", raising=False)
+    calls = spy(monkeypatch)
+    dispatch.causal_conv1d(*conv_args())
+    assert calls == ["reference"]
+
+
+@pytest.mark.triton
+def test_env_var_forces_kernels_and_force_reference_wins(monkeypatch):
+    calls = spy(monkeypatch)
+    monkeypatch.setenv("THINKFAST_KERNELS", "triton")
+    x, w = conv_args()
+    x = x.to("cuda" if torch.cuda.is_available() else "cpu")
+    w = w.to(x.device)
+    dispatch.causal_conv1d(x, w)
+    assert calls == ["triton"]
+    monkeypatch.setenv("THINKFAST_FORCE_REFERENCE", "1")
+    dispatch.causal_conv1d(x, w)
+    dispatch.causal_conv1d(x, w, backend="triton")
+    assert calls == ["triton", "reference", "reference"]
+
+
+def test_explicit_reference_backend_and_bad_name(monkeypatch):
+    monkeypatch.delenv("THINKFAST_FORCE_REFERENCE", raising=False)
+    calls = spy(monkeypatch)
+    dispatch.causal_conv1d(*conv_args(), backend="reference")
+    assert calls == ["reference"]
+    with pytest.raises(ValueError):
+        dispatch.causal_conv1d(*conv_args(), backend="cuda-please")
+
+
+def test_fp64_takes_the_reference_under_auto(monkeypatch):
+    monkeypatch.delenv("THINKFAST_KERNELS", raising=False)
+    calls = spy(monkeypatch)
+    x, w = conv_args(torch.float64)
+    if torch.cuda.is_available():
+        x, w = x.cuda(), w.cuda()
+    dispatch.causal_conv1d(x, w)
+    assert calls == ["reference"]
+
+
+@pytest.mark.triton
+def test_forced_kernel_refuses_unsupported_shapes():
+    d, n, groups = 16, 5, 1  # d_state 5 is not a power of two
+    x = torch.randn(1, 4, d)
+    with pytest.raises(ValueError):
+        dispatch.selective_scan(x, x, -torch.ones(d, n), torch.randn(1, 4, groups, n), torch.randn(1, 4, groups, n),
+                                backend="triton")
