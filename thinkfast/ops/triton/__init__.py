@@ -1,0 +1,1 @@
+"""Triton GPU kernels (each module testable on CPU with TRITON_INTERPRET=1)."""
