@@ -1,0 +1,1 @@
+"""Speed benchmarks (kernel-level and end-to-end generation)."""
