@@ -38,7 +38,7 @@ def run(size: str, batch: int, prompt: int, gen: int) -> dict:
         start = time.perf_counter()
         with torch.no_grad():
             model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                           do_sample=False, max_length=None)
+                           do_sample=False)
         torch.cuda.synchronize()
         return time.perf_counter() - start
 

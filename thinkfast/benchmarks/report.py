@@ -47,7 +47,8 @@ def write_plots(results: dict, out: Path) -> None:
         ax.set_title(f"{title}\n(dotted: roofline bound, x: does not fit, square: full run)", fontsize=9)
         axf.set_ylabel("fraction of roofline bound")
         axf.set_ylim(0, 1.05)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.suptitle(f"thinkfast engine decode throughput — {results['gpu']} — {results['date']}")
     fig.tight_layout()
     fig.savefig(out / "speed.png", dpi=110)

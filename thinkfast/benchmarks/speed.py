@@ -74,7 +74,9 @@ class SampledTimer:
         from thinkfast.inference.params import SamplingParams
         from thinkfast.inference.sampling import SamplerMode
 
-        self.engine = Engine(model, None, max_batch=max_batch, max_len=capacity, progress=False)
+        # one short prompt is prefilled: a small prefill workspace leaves the memory to decode slots
+        self.engine = Engine(model, None, max_batch=max_batch, max_len=capacity, progress=False,
+                             prefill_tokens=max(prompt, 1024))
         self.mode = SamplerMode(all_greedy=True)
         self.prompt = prompt
         ids = torch.randint(10, 1000, (prompt,)).tolist()
@@ -192,7 +194,8 @@ def full_run(model, name, numbers, hw, protocol, prompt, gen, batch) -> dict:
     point = _point_base(name, protocol, batch, prompt, gen, numbers, hw)
     torch.cuda.reset_peak_memory_stats()
     try:
-        engine = Engine(model, None, max_batch=batch, max_len=prompt + gen, progress=False)
+        engine = Engine(model, None, max_batch=batch, max_len=prompt + gen, progress=False,
+                        prefill_tokens=8 * prompt)
         if engine.num_slots < batch:
             point.update(oom=True, reason=f"planner: {engine.plan.fit} slots fit")
             return point
@@ -262,7 +265,7 @@ def headline(results: dict) -> dict:
 
 
 def run_speed(out_dir: str, quick: bool = False, models: list[str] | None = None, peer: bool = True,
-              peer_timeout: int = 240) -> dict:
+              peer_timeout: int = 180) -> dict:
     if not torch.cuda.is_available():
         from thinkfast.errors import ThinkfastError
 

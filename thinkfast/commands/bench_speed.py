@@ -15,7 +15,7 @@ def register(subparsers) -> None:
     p.add_argument("--models", nargs="+", default=None,
                    help="subset of: llama-1b hybrid-1b pure-1b llama-3b hybrid-3b pure-3b")
     p.add_argument("--no-peer", action="store_true", help="skip the HF transformers generate peer")
-    p.add_argument("--peer-timeout", type=int, default=240, help="seconds allowed per peer run")
+    p.add_argument("--peer-timeout", type=int, default=180, help="seconds allowed per peer run")
     p.set_defaults(func=run)
 
 

@@ -33,6 +33,7 @@ def _decode_attn_split_kernel(
     BLOCK_G: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    IEEE: tl.constexpr,  # fp32 inputs: exact products (tl.dot would use tf32 on a GPU)
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -72,7 +73,10 @@ def _decode_attn_split_kernel(
         kv_mask = n_mask[:, None] & d_mask[None, :]
         k = tl.load(k_base + cols[:, None] * stride_kt + offs_d[None, :], mask=kv_mask, other=0.0)
         v = tl.load(v_base + cols[:, None] * stride_vt + offs_d[None, :], mask=kv_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k)) * sm_scale  # (BLOCK_G, BLOCK_N) fp32
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee") * sm_scale  # (BLOCK_G, BLOCK_N) fp32
+        else:
+            s = tl.dot(q, tl.trans(k)) * sm_scale
         s = tl.where(n_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         # rows that have seen nothing yet keep m = -inf: guard the exp against (-inf) - (-inf)
@@ -80,7 +84,10 @@ def _decode_attn_split_kernel(
         alpha = tl.exp(m_i - m_safe)
         p = tl.exp(s - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
     has = l_i > 0.0
@@ -182,7 +189,7 @@ def decode_attention_triton(
         lse_part.stride(0), lse_part.stride(1),
         1.0 / math.sqrt(d),
         GROUP=group, HEAD_DIM=d, NUM_SPLITS=num_splits,
-        BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_N=block_n,
+        BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_N=block_n, IEEE=q.dtype == torch.float32,
         num_warps=4, num_stages=2,
     )
     _decode_attn_merge_kernel[(b, H)](
