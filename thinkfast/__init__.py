@@ -13,3 +13,10 @@ Pipeline layout (one sub-package per stage):
 """
 
 __version__ = "0.1.0"
+
+
+def generate(model, tokenizer, prompts, params=None, n: int = 1, **engine_kwargs):
+    """Sample `n` completions per prompt with the batched engine (see thinkfast.inference.Engine)."""
+    from thinkfast.inference.api import generate as _generate
+
+    return _generate(model, tokenizer, prompts, params, n=n, **engine_kwargs)

@@ -21,6 +21,8 @@ COMMAND_MODULES: list[str] = [
     "thinkfast.commands.summary",
     "thinkfast.commands.evaluate",
     "thinkfast.commands.bench_kernels",
+    "thinkfast.commands.generate",
+    "thinkfast.commands.bench_speed",
 ]
 
 

@@ -21,11 +21,18 @@ class InferenceState:
     def num_slots(self) -> int:
         return self.lengths.shape[0]
 
-    def copy_slots(self, src: torch.Tensor, dst: torch.Tensor) -> None:
-        """Fork: slot dst[i] becomes a copy of slot src[i] (prompt prefilled once, sampled N times)."""
+    def copy_slots(self, src: torch.Tensor, dst: torch.Tensor, upto: int | None = None) -> None:
+        """Fork: slot dst[i] becomes a copy of slot src[i] (prompt prefilled once, sampled N times).
+
+        `upto`: copy only the first `upto` cached positions of the KV tensors (enough when no
+        source slot holds more tokens); the rest of a slot's KV is never read before it is written.
+        """
         for layer in self.layers:
-            for tensor in layer.values():
-                tensor[dst] = tensor[src]
+            for name, tensor in layer.items():
+                if upto is not None and name in ("k", "v"):
+                    tensor[dst, :, :upto] = tensor[src, :, :upto]
+                else:
+                    tensor[dst] = tensor[src]
         self.lengths[dst] = self.lengths[src]
 
     def clear_slots(self, slots: torch.Tensor) -> None:

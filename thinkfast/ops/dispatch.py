@@ -165,5 +165,9 @@ def attention(*args, **kwargs):
     return ref.attention_ref(*args, **kwargs)
 
 
-def decode_attention(*args, **kwargs):
-    return ref.decode_attention_ref(*args, **kwargs)
+def decode_attention(q, k_cache, v_cache, slots, context_lengths):
+    if q.is_cuda and not use_reference():
+        from thinkfast.ops.triton.decode_attention import decode_attention_triton
+
+        return decode_attention_triton(q, k_cache, v_cache, slots, context_lengths)
+    return ref.decode_attention_ref(q, k_cache, v_cache, slots, context_lengths)

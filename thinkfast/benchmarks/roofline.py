@@ -1,0 +1,63 @@
+"""Roofline bounds for decoding (SPEC §5) and the two device numbers they need, measured in the run."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def measure_copy_bandwidth(device="cuda", nbytes: int = 2 << 30, repeats: int = 10) -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting read + write."""
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        dst.copy_(src)
+    torch.cuda.synchronize(device)
+    seconds = (time.perf_counter() - start) / repeats
+    del src, dst
+    return 2 * nbytes / seconds
+
+
+def measure_matmul_flops(device="cuda", n: int = 8192, repeats: int = 10) -> float:
+    a = torch.randn(n, n, dtype=torch.bfloat16, device=device)
+    b = torch.randn(n, n, dtype=torch.bfloat16, device=device)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def model_numbers(model) -> dict:
+    """Parameters, weight bytes, per-slot decode bytes split by mixer kind."""
+    cfg = model.config
+    params = sum(p.numel() for p in model.parameters())
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())  # tied head counted once
+    state = model.allocate_state(1, 1, dtype=torch.bfloat16, device="meta")
+    recurrent = sum(t[0].numel() * t.element_size() for layer in state.layers for n, t in layer.items() if n not in ("k", "v"))
+    n_attn = cfg.count("attention")
+    kv_per_token = n_attn * 2 * cfg.num_key_value_heads * cfg.head_dim * 2
+    # the embedding lookup reads B rows, the head reads the whole table: count the table once
+    return {"params": params, "weight_bytes": weight_bytes, "kv_bytes_per_token": kv_per_token,
+            "recurrent_state_bytes": recurrent, "attention_layers": n_attn}
+
+
+def step_bound_seconds(numbers: dict, batch: int, context: float, bandwidth: float, flops: float) -> float:
+    bytes_ = numbers["weight_bytes"] + batch * context * numbers["kv_bytes_per_token"] + 2 * batch * numbers["recurrent_state_bytes"]
+    return max(bytes_ / bandwidth, 2 * numbers["params"] * batch / flops)
+
+
+def generation_bound_tokens_per_s(numbers, batch, prompt, steps, bandwidth, flops) -> float:
+    """Bound on decode throughput for `steps` decode steps after a prompt of `prompt` tokens."""
+    # a step at context L (new token included) costs linearly in L: integrate exactly by the mean context
+    mean_context = prompt + (steps + 1) / 2
+    per_step = step_bound_seconds(numbers, batch, mean_context, bandwidth, flops)
+    return batch / per_step

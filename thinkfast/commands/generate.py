@@ -1,0 +1,90 @@
+"""`thinkfast generate`: sample completions from a student or a teacher with the batched engine."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("generate", help="sample completions with the batched engine")
+    p.add_argument("--model", required=True, help="student directory, teacher hub name/dir/.gguf, or smollm2-135m")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    src.add_argument("--prompts-file", help="text file, one prompt per line (or JSONL with a 'prompt' field)")
+    p.add_argument("--n", type=int, default=1, help="samples per prompt")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--min-p", type=float, default=0.0)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--ignore-eos", action="store_true")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--chat", action="store_true", help="wrap each prompt as a user message in the chat template")
+    p.add_argument("--max-batch", type=int, default=None, help="decode slots (default: what fits in memory)")
+    p.add_argument("--max-len", type=int, default=None, help="tokens per slot (default: longest prompt + max new)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="default bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-cuda-graphs", action="store_true")
+    p.add_argument("--out", default=None, help="JSONL output file (default: stdout)")
+    p.set_defaults(func=run)
+
+
+def _read_prompts(args) -> list[str]:
+    if args.prompt:
+        return list(args.prompt)
+    prompts = []
+    with open(args.prompts_file) as fh:
+        for line in fh:
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if line.lstrip().startswith("{"):
+                line = json.loads(line)["prompt"]
+            prompts.append(line.replace("\\n", "\n"))
+    return prompts
+
+
+def run(args) -> int:
+    import torch
+
+    from thinkfast.errors import ThinkfastError
+    from thinkfast.inference.api import load_for_generation
+    from thinkfast.inference.engine import Engine
+    from thinkfast.inference.params import SamplingParams
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    model, tokenizer = load_for_generation(args.model, dtype=dtype, device=device)
+    if tokenizer is None:
+        raise ThinkfastError(f"{args.model} has no tokenizer saved next to it; text prompts need one")
+    prompts = _read_prompts(args)
+    if args.chat:
+        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                 add_generation_prompt=True) for p in prompts]
+    params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                            max_new_tokens=args.max_new_tokens, stop=args.stop, ignore_eos=args.ignore_eos,
+                            seed=args.seed)
+    params.validate()
+    longest = max(len(tokenizer(p, add_special_tokens=False).input_ids) + 1 for p in prompts)
+    engine = Engine(model, tokenizer, max_batch=args.max_batch, max_len=args.max_len or longest + args.max_new_tokens,
+                    dtype=dtype, device=device, cuda_graphs=not args.no_cuda_graphs)
+    results = engine.generate(prompts, params, n=args.n)
+    out = open(args.out, "w") if args.out else sys.stdout
+    try:
+        for row in results:
+            for c in row:
+                out.write(json.dumps({"prompt_index": c.prompt_index, "sample_index": c.sample_index,
+                                      "prompt": prompts[c.prompt_index], "text": c.text,
+                                      "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids)}) + "\n")
+    finally:
+        if args.out:
+            out.close()
+    stats = engine.last_stats
+    print(f"[thinkfast] {sum(len(r) for r in results)} completions; decode {stats['decode_tokens']} tokens in "
+          f"{stats['decode_s']:.2f}s", file=sys.stderr)
+    return 0

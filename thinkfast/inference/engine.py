@@ -1,0 +1,325 @@
+"""The generation engine: continuous batching over a preallocated pool of decode slots.
+
+    engine = Engine(model, tokenizer, max_len=4096)
+    results = engine.generate(prompts, SamplingParams(temperature=0.7), n=8)   # [prompt][sample] -> Completion
+
+How a request flows:
+  1. admission — waiting prompts take free slots; a batch of them is prefilled once
+     (left-padded) into one slot each, then `copy_slots` forks each prompt's state into
+     the slots of its other samples; the first token of every sample is drawn from the
+     prefill logits with its own seed;
+  2. decode windows — every active slot advances by up to `sync_every` tokens with no
+     host synchronisation: the step (model step + sampling + bookkeeping on device
+     tables) is one CUDA graph per batch bucket, padded with a scratch slot;
+  3. host check — the window's new tokens come back in one small copy; EOS, stop
+     strings and token budgets are judged on the host; finished slots are freed and
+     refilled from the queue at the next admission.
+A window never runs a sequence past its token budget (its length is the smallest
+remaining budget), so a slot's cache never overflows, and sequences finished by EOS
+inside a window only cost the rest of that window.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+
+from thinkfast.errors import ThinkfastError
+from thinkfast.inference.graphs import DecodeGraphs, bucket_sizes, pick_bucket
+from thinkfast.inference.params import Completion, SamplingParams
+from thinkfast.inference.planner import plan_slots
+from thinkfast.inference.sampling import SamplerMode, sample_next, sequence_seed
+from thinkfast.inference.stopping import StopRules
+
+log = logging.getLogger("thinkfast.engine")
+
+
+@dataclass
+class _Request:
+    index: int
+    ids: list[int]
+    pending: list[int]  # sample indices not yet admitted
+
+
+@dataclass
+class _Sequence:
+    request: _Request
+    sample_index: int
+    slot: int
+    budget: int
+    rules: StopRules
+    generated: int = 1  # tokens produced on the device (the first comes from prefill)
+    checked: int = 0  # tokens already judged by the stop rules
+    tokens: list[int] = field(default_factory=list)  # tokens copied back to the host
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids: set[int] = set()
+    for value in (getattr(model.config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return ids
+
+
+class Engine:
+    def __init__(
+        self,
+        model,
+        tokenizer=None,
+        max_batch: int | None = None,
+        max_len: int = 4096,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        cuda_graphs: bool = True,
+        sync_every: int = 16,
+        prefill_tokens: int = 8192,
+        progress: bool = True,
+    ):
+        first = next(model.parameters())
+        self.device = torch.device(device) if device is not None else first.device
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.dtype = dtype or model.model.embed_tokens.weight.dtype
+        model = model.to(self.device)
+        if model.model.embed_tokens.weight.dtype != self.dtype:
+            model = model.to(self.dtype)
+            model.cast_ssm_params_fp32()
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_len = int(max_len)
+        self.sync_every = max(1, int(sync_every))
+        self.prefill_tokens = int(prefill_tokens)
+        self.progress = progress
+        self.capacity = max(self.max_len, self.sync_every)
+        self.plan = plan_slots(self.model, self.capacity, self.dtype, self.device, max_batch, self.prefill_tokens)
+        if self.plan.slots < 1:
+            raise ThinkfastError(f"no decode slot fits in memory: {self.plan.reason}. Lower max_len or free memory.")
+        self.num_slots = self.plan.slots
+        self.scratch = self.num_slots  # padding rows of a bucket all write here
+        rows = self.num_slots + 1
+        dev = self.device
+        self.state = self.model.allocate_state(rows, self.capacity, dtype=self.dtype, device=dev)
+        self.last_tok = torch.zeros(rows, dtype=torch.long, device=dev)
+        self.n_gen = torch.zeros(rows, dtype=torch.long, device=dev)
+        self.out = torch.zeros(rows, self.capacity + 1, dtype=torch.int32, device=dev)
+        self.temperature = torch.zeros(rows, dtype=torch.float32, device=dev)
+        self.top_k = torch.zeros(rows, dtype=torch.long, device=dev)
+        self.top_p = torch.ones(rows, dtype=torch.float32, device=dev)
+        self.min_p = torch.zeros(rows, dtype=torch.float32, device=dev)
+        self.seeds = torch.zeros(rows, dtype=torch.long, device=dev)
+        self.buckets = bucket_sizes(self.num_slots)
+        self.use_graphs = bool(cuda_graphs) and dev.type == "cuda"
+        self.graphs = DecodeGraphs(dev, self._decode_body, self._reset_scratch, self.scratch) if self.use_graphs else None
+        self.eos_ids = _eos_ids(self.model, tokenizer)
+        self.pad_id = getattr(tokenizer, "pad_token_id", None) or 0
+        self.last_stats: dict = {}
+        log.info(
+            "engine: %d slots x %d tokens, %s on %s, cuda graphs %s",
+            self.num_slots, self.capacity, self.dtype, dev, "on" if self.use_graphs else "off",
+        )
+
+    # ------------------------------------------------------------------ device step
+    def _reset_scratch(self) -> None:
+        self.state.lengths[self.scratch] = 0
+        self.n_gen[self.scratch] = 0
+
+    def _decode_body(self, slots: torch.Tensor, mode: SamplerMode) -> None:
+        """One token for every row of `slots`: everything on device, nothing read back."""
+        tok = self.last_tok[slots]
+        logits = self.model.step(tok, self.state, slots)
+        pos = self.n_gen[slots]
+        nxt = sample_next(
+            logits, mode, self.temperature[slots], self.top_k[slots], self.top_p[slots], self.min_p[slots],
+            self.seeds[slots], pos,
+        )
+        self.out[slots, pos] = nxt.to(torch.int32)
+        self.n_gen[slots] = pos + 1
+        self.last_tok[slots] = nxt
+
+    def _run_window(self, slots: list[int], mode: SamplerMode, steps: int) -> None:
+        bucket = pick_bucket(self.buckets, len(slots))
+        padded = torch.tensor(slots + [self.scratch] * (bucket - len(slots)), dtype=torch.long)
+        if self.use_graphs:
+            graph, static_slots = self.graphs.get(bucket, mode)
+            self._reset_scratch()
+            static_slots.copy_(padded)
+            for _ in range(steps):
+                graph.replay()
+        else:
+            self._reset_scratch()
+            padded = padded.to(self.device)
+            for _ in range(steps):
+                self._decode_body(padded, mode)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # ------------------------------------------------------------------ host side
+    def encode(self, prompts) -> list[list[int]]:
+        if all(isinstance(p, (list, tuple)) for p in prompts):
+            return [[int(t) for t in p] for p in prompts]
+        if self.tokenizer is None:
+            raise ThinkfastError("string prompts need a tokenizer; pass token id lists or give the engine one")
+        tok = self.tokenizer
+        bos = getattr(tok, "bos_token_id", None)
+        adds_bos = bos is not None and tok("x", add_special_tokens=True).input_ids[:1] == [bos]
+        out = []
+        for p in prompts:
+            if not isinstance(p, str):
+                raise ThinkfastError("prompts must be all strings or all lists of token ids")
+            ids = tok(p, add_special_tokens=False).input_ids
+            if adds_bos and (not ids or ids[0] != bos):  # text from a chat template usually has it already
+                ids = [bos] + ids
+            out.append(ids)
+        return out
+
+    def _admit(self, queue: deque, free: list[int], params: SamplingParams, mode: SamplerMode, base_seed: int):
+        groups = []  # (request, sample indices, slots)
+        longest = 0
+        while queue and free:
+            req = queue[0]
+            longest_if = max(longest, len(req.ids))
+            if groups and (len(groups) + 1) * longest_if > self.prefill_tokens:
+                break
+            longest = longest_if
+            take = req.pending[: len(free)]
+            req.pending = req.pending[len(take) :]
+            if not req.pending:
+                queue.popleft()
+            groups.append((req, take, [free.pop() for _ in take]))
+        if not groups:
+            return []
+        dev = self.device
+        ids = torch.full((len(groups), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(groups), longest, dtype=torch.long)
+        for row, (req, _, _) in enumerate(groups):
+            ids[row, longest - len(req.ids) :] = torch.tensor(req.ids)
+            mask[row, longest - len(req.ids) :] = 1
+        ragged = bool((mask == 0).any())
+        first_slots = torch.tensor([slots[0] for _, _, slots in groups], device=dev)
+        logits = self.model.prefill(
+            ids.to(dev), self.state, first_slots, attention_mask=mask.to(dev) if ragged else None
+        )
+        src = [slots[0] for _, _, slots in groups for _ in slots[1:]]
+        dst = [s for _, _, slots in groups for s in slots[1:]]
+        if dst:
+            self.state.copy_slots(torch.tensor(src, device=dev), torch.tensor(dst, device=dev), upto=longest)
+        all_slots = [s for _, _, slots in groups for s in slots]
+        rows = torch.tensor([row for row, (_, _, slots) in enumerate(groups) for _ in slots], device=dev)
+        seeds = [sequence_seed(base_seed, req.index, i) for req, take, _ in groups for i in take]
+        slot_t = torch.tensor(all_slots, device=dev)
+        self.temperature[slot_t] = float(params.temperature)
+        self.top_k[slot_t] = int(params.top_k)
+        self.top_p[slot_t] = float(params.top_p)
+        self.min_p[slot_t] = float(params.min_p)
+        self.seeds[slot_t] = torch.tensor(seeds, dtype=torch.long, device=dev)
+        first = sample_next(
+            logits[rows], mode, self.temperature[slot_t], self.top_k[slot_t], self.top_p[slot_t],
+            self.min_p[slot_t], self.seeds[slot_t], torch.zeros_like(slot_t),
+        )
+        self.out[slot_t, 0] = first.to(torch.int32)
+        self.n_gen[slot_t] = 1
+        self.last_tok[slot_t] = first
+        admitted = []
+        for req, take, slots in groups:
+            budget = min(params.max_new_tokens, self.max_len - len(req.ids) + 1)
+            for sample_index, slot in zip(take, slots):
+                rules = StopRules(self.eos_ids, params.stop, params.ignore_eos, budget, self.tokenizer)
+                admitted.append(_Sequence(req, sample_index, slot, budget, rules))
+        return admitted
+
+    def _fetch(self, seqs: list[_Sequence]) -> None:
+        """Copy every sequence's tokens generated since the last fetch to the host (one sync)."""
+        counts = [s.generated - len(s.tokens) for s in seqs]
+        width = max(counts, default=0)
+        if width == 0:
+            return
+        starts = torch.tensor([len(s.tokens) for s in seqs])
+        cols = (starts[:, None] + torch.arange(width)[None, :]).clamp(max=self.out.shape[1] - 1)
+        slot_t = torch.tensor([s.slot for s in seqs])
+        values = self.out[slot_t.to(self.device)[:, None], cols.to(self.device)].cpu().tolist()
+        for seq, count, row in zip(seqs, counts, values):
+            seq.tokens.extend(row[:count])
+
+    @torch.no_grad()
+    def generate(
+        self, prompts, params: SamplingParams | None = None, n: int = 1, progress: bool | None = None
+    ) -> list[list[Completion]]:
+        """Sample `n` completions for every prompt (strings as-is, or token id lists)."""
+        params = params or SamplingParams()
+        params.validate()
+        if n < 1:
+            raise ThinkfastError(f"n must be >= 1, got {n}")
+        prompt_ids = self.encode(list(prompts))
+        for i, ids in enumerate(prompt_ids):
+            if not ids:
+                raise ThinkfastError(f"prompt {i} is empty")
+            if len(ids) > self.max_len:
+                raise ThinkfastError(f"prompt {i} has {len(ids)} tokens, more than the engine's max_len={self.max_len}")
+        mode = SamplerMode.from_params(params)
+        base_seed = params.seed if params.seed is not None else random.getrandbits(62)
+        queue = deque(_Request(i, ids, list(range(n))) for i, ids in enumerate(prompt_ids))
+        free = list(range(self.num_slots))[::-1]
+        active: dict[int, _Sequence] = {}
+        results: list[list[Completion | None]] = [[None] * n for _ in prompt_ids]
+        stats = {"prefill_s": 0.0, "decode_s": 0.0, "decode_steps": 0, "decode_tokens": 0, "windows": 0,
+                 "max_active": 0, "graph_capture_s": 0.0}
+        capture_before = self.graphs.capture_seconds if self.graphs else 0.0
+        show = self.progress if progress is None else progress
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(prompt_ids) * n, desc="generate", unit="seq", disable=not show)
+        while queue or active:
+            if queue and free:
+                t0 = time.perf_counter()
+                for seq in self._admit(queue, free, params, mode, base_seed):
+                    active[seq.slot] = seq
+                self._sync()
+                stats["prefill_s"] += time.perf_counter() - t0
+            seqs = list(active.values())
+            stats["max_active"] = max(stats["max_active"], len(seqs))
+            steps = min(self.sync_every, min(s.budget - s.generated for s in seqs))
+            if steps > 0:
+                slots = [s.slot for s in seqs]
+                if self.use_graphs:  # capture (once per bucket) outside the timed region
+                    self.graphs.get(pick_bucket(self.buckets, len(slots)), mode)
+                t0 = time.perf_counter()
+                self._run_window(slots, mode, steps)
+                for s in seqs:
+                    s.generated += steps
+                self._fetch(seqs)
+                stats["decode_s"] += time.perf_counter() - t0
+                stats["decode_steps"] += steps
+                stats["decode_tokens"] += steps * len(seqs)
+                stats["windows"] += 1
+            else:
+                self._fetch(seqs)
+            for seq in seqs:
+                verdict = seq.rules.check(seq.tokens, seq.checked)
+                seq.checked = len(seq.tokens)
+                if verdict.reason is None:
+                    continue
+                token_ids = seq.tokens[: verdict.keep]
+                results[seq.request.index][seq.sample_index] = Completion(
+                    prompt_index=seq.request.index,
+                    sample_index=seq.sample_index,
+                    token_ids=token_ids,
+                    text=seq.rules.final_text(token_ids, verdict),
+                    finish_reason=verdict.reason,
+                )
+                del active[seq.slot]
+                free.append(seq.slot)
+                bar.update(1)
+        bar.close()
+        stats["graph_capture_s"] = (self.graphs.capture_seconds - capture_before) if self.graphs else 0.0
+        stats["decode_tokens_per_s"] = stats["decode_tokens"] / stats["decode_s"] if stats["decode_s"] > 0 else None
+        self.last_stats = stats
+        return results  # type: ignore[return-value]

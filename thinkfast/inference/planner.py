@@ -1,0 +1,103 @@
+"""Memory planner: how many decode slots fit next to the weights and the working memory.
+
+    slots = (free memory - margin - prefill workspace) // (state bytes per slot + decode workspace per row)
+
+State bytes come from the model's own `allocate_state` (built on the meta device, so
+nothing is allocated to ask).  The workspace terms are deliberately generous estimates of
+the activations of one decode row (logits and the sampler's fp32 copies dominate) and of
+one prefill chunk through the reference kernels.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import torch
+
+log = logging.getLogger("thinkfast.engine")
+
+DEFAULT_SLOT_CAP = 1024  # without max_batch: more rows rarely add throughput and cost host time
+
+
+@dataclass
+class MemoryPlan:
+    slots: int  # decode slots the engine allocates
+    fit: int  # slots that would fit in memory (before any cap)
+    state_bytes_per_slot: int
+    kv_bytes_per_slot: int
+    recurrent_bytes_per_slot: int
+    decode_workspace_per_row: int
+    prefill_workspace: int
+    free_bytes: int | None  # device memory free at planning time (None on CPU)
+    capacity: int  # tokens per slot (max_len plus the engine's slack)
+    reason: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def state_bytes(model, capacity: int, dtype: torch.dtype) -> dict[str, int]:
+    state = model.allocate_state(1, capacity, dtype=dtype, device="meta")
+    return state.bytes_per_slot()
+
+
+def decode_workspace_per_row(config, sampling_sort: bool = True) -> int:
+    vocab = config.vocab_size
+    logits = vocab * (2 + 4 * (6 if sampling_sort else 2) + (8 if sampling_sort else 0))
+    m1 = config.d_inner * config.mamba1["d_state"] * 4 * 6 if "mamba1" in config.layer_mixers else 0
+    dense = 4 * (8 * config.hidden_size + 3 * config.intermediate_size + 4 * config.d_inner)
+    return logits + m1 + dense
+
+
+def prefill_workspace(config, prefill_tokens: int) -> int:
+    per_token = 4 * (12 * config.hidden_size + 4 * config.intermediate_size + 6 * config.d_inner)
+    if "mamba1" in config.layer_mixers:  # the reference scan materialises (l, d_inner, n) fp32 tensors
+        per_token += config.d_inner * config.mamba1["d_state"] * 4 * 4
+    return prefill_tokens * per_token + 4 * config.vocab_size * 64
+
+
+def plan_slots(
+    model,
+    capacity: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    max_batch: int | None = None,
+    prefill_tokens: int = 8192,
+    margin_fraction: float = 0.06,
+    margin_bytes: int = 1 << 30,
+) -> MemoryPlan:
+    sizes = state_bytes(model, capacity, dtype)
+    per_slot = sizes["kv"] + sizes["recurrent"]
+    per_row = decode_workspace_per_row(model.config)
+    prefill_ws = prefill_workspace(model.config, prefill_tokens)
+    free = None
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        usable = free - prefill_ws - margin_bytes - int(margin_fraction * total)
+        fit = max(0, usable // (per_slot + per_row))
+        slots = min(fit, max_batch) if max_batch else min(fit, DEFAULT_SLOT_CAP)
+        reason = (
+            f"{fit} slots fit in {free / 2**30:.1f} GiB free "
+            f"({per_slot / 2**20:.1f} MiB state + {per_row / 2**20:.1f} MiB workspace per slot, "
+            f"{prefill_ws / 2**30:.1f} GiB prefill workspace); "
+            + (f"capped by max_batch={max_batch}" if max_batch else f"capped at {DEFAULT_SLOT_CAP}")
+        )
+    else:
+        fit = max_batch or 64
+        slots = fit
+        reason = f"{slots} slots on {device.type} ({'max_batch' if max_batch else 'default'}; no memory planning)"
+    plan = MemoryPlan(
+        slots=int(slots),
+        fit=int(fit),
+        state_bytes_per_slot=int(per_slot),
+        kv_bytes_per_slot=int(sizes["kv"]),
+        recurrent_bytes_per_slot=int(sizes["recurrent"]),
+        decode_workspace_per_row=int(per_row),
+        prefill_workspace=int(prefill_ws),
+        free_bytes=None if free is None else int(free),
+        capacity=int(capacity),
+        reason=reason,
+    )
+    log.info("memory plan: %d decode slots — %s", plan.slots, reason)
+    return plan

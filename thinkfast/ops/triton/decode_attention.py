@@ -1,0 +1,204 @@
+"""Flash-decoding attention for one new token per sequence over a slot-indexed KV pool.
+
+Grid: (sequence, kv head, split).  Each program loads the query heads that share its kv
+head (GQA group, padded to 16 rows for `tl.dot`), walks only its share of the first
+`context_lengths[b]` cached positions in blocks of BLOCK_N, and keeps an online softmax in
+fp32.  Splits divide each sequence's *own* context length, so short and long sequences of
+one batch are balanced and nothing beyond a sequence's length is read.  A second kernel
+merges the splits by their log-sum-exp.  The split count depends only on the batch shape
+and the cache capacity, never on the lengths, so the launch is CUDA-graph safe.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _decode_attn_split_kernel(
+    Q, K, V, SLOTS, LENS, O_PART, LSE_PART,
+    stride_qb, stride_qh,
+    stride_ks, stride_kh, stride_kt,
+    stride_vs, stride_vh, stride_vt,
+    stride_ob, stride_oh, stride_os,
+    stride_lb, stride_lh,
+    sm_scale,
+    GROUP: tl.constexpr,  # query heads per kv head
+    HEAD_DIM: tl.constexpr,
+    NUM_SPLITS: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    IEEE: tl.constexpr,  # fp32 inputs: exact products (tl.dot would use tf32 on a GPU)
+):
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    slot = tl.load(SLOTS + b).to(tl.int64)
+    length = tl.load(LENS + b).to(tl.int32)
+
+    # this split's range of positions: blocks of BLOCK_N shared out over NUM_SPLITS
+    n_blocks = tl.cdiv(length, BLOCK_N)
+    blocks_per_split = tl.cdiv(n_blocks, NUM_SPLITS)
+    start = split * blocks_per_split * BLOCK_N
+    end = tl.minimum(start + blocks_per_split * BLOCK_N, length)
+
+    offs_g = tl.arange(0, BLOCK_G)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    g_mask = offs_g < GROUP
+    d_mask = offs_d < HEAD_DIM
+    heads = kvh * GROUP + offs_g
+
+    q = tl.load(
+        Q + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
+        mask=g_mask[:, None] & d_mask[None, :],
+        other=0.0,
+    )
+
+    k_base = K + slot * stride_ks + kvh * stride_kh
+    v_base = V + slot * stride_vs + kvh * stride_vh
+
+    m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
+
+    for pos in range(start, end, BLOCK_N):
+        cols = pos + offs_n
+        n_mask = cols < end
+        kv_mask = n_mask[:, None] & d_mask[None, :]
+        k = tl.load(k_base + cols[:, None] * stride_kt + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(v_base + cols[:, None] * stride_vt + offs_d[None, :], mask=kv_mask, other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee") * sm_scale  # (BLOCK_G, BLOCK_N) fp32
+        else:
+            s = tl.dot(q, tl.trans(k)) * sm_scale
+        s = tl.where(n_mask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        # rows that have seen nothing yet keep m = -inf: guard the exp against (-inf) - (-inf)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+
+    has = l_i > 0.0
+    out = acc / tl.where(has, l_i, 1.0)[:, None]
+    lse = tl.where(has, m_i + tl.log(tl.where(has, l_i, 1.0)), float("-inf"))
+    o_ptr = O_PART + b * stride_ob + heads[:, None] * stride_oh + split * stride_os + offs_d[None, :]
+    tl.store(o_ptr, out, mask=g_mask[:, None] & d_mask[None, :])
+    tl.store(LSE_PART + b * stride_lb + heads * stride_lh + split, lse, mask=g_mask)
+
+
+@triton.jit
+def _decode_attn_merge_kernel(
+    O_PART, LSE_PART, OUT,
+    stride_pb, stride_ph, stride_ps,
+    stride_lb, stride_lh,
+    stride_ob, stride_oh,
+    HEAD_DIM: tl.constexpr,
+    NUM_SPLITS: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    s_mask = offs_s < NUM_SPLITS
+    d_mask = offs_d < HEAD_DIM
+    lse = tl.load(LSE_PART + b * stride_lb + h * stride_lh + offs_s, mask=s_mask, other=float("-inf"))
+    m = tl.max(lse, axis=0)
+    m = tl.where(m == float("-inf"), 0.0, m)
+    w = tl.exp(lse - m)  # empty splits weigh 0
+    w = w / tl.maximum(tl.sum(w, axis=0), 1e-30)
+    part = tl.load(
+        O_PART + b * stride_pb + h * stride_ph + offs_s[:, None] * stride_ps + offs_d[None, :],
+        mask=s_mask[:, None] & d_mask[None, :],
+        other=0.0,
+    )
+    out = tl.sum(part * w[:, None], axis=0)
+    tl.store(OUT + b * stride_ob + h * stride_oh + offs_d, out.to(OUT.dtype.element_ty), mask=d_mask)
+
+
+_SM_COUNT: dict[int, int] = {}
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 8
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNT:
+        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNT[index]
+
+
+def choose_num_splits(batch: int, kv_heads: int, capacity: int, device: torch.device, block_n: int) -> int:
+    """Enough programs to fill the GPU about twice, never more splits than blocks of the cache."""
+    programs = batch * kv_heads
+    target = 2 * _num_sms(device)
+    if programs >= target:
+        return 1
+    splits = math.ceil(target / programs)
+    max_splits = max(1, math.ceil(capacity / (4 * block_n)))  # each split gets >= ~4 blocks when full
+    return int(max(1, min(splits, max_splits, 64)))
+
+
+def decode_attention_triton(
+    q: torch.Tensor,  # (b, H, d)
+    k_cache: torch.Tensor,  # (slots, Hkv, T, d)
+    v_cache: torch.Tensor,  # (slots, Hkv, T, d)
+    slots: torch.Tensor,  # (b,)
+    context_lengths: torch.Tensor,  # (b,) tokens to attend to (new token included)
+    num_splits: int | None = None,
+    block_n: int | None = None,
+) -> torch.Tensor:
+    b, H, d = q.shape
+    n_kv, T = k_cache.shape[1], k_cache.shape[2]
+    if H % n_kv:
+        raise ValueError(f"{H} query heads are not a multiple of {n_kv} kv heads")
+    if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
+        raise ValueError("decode_attention_triton needs a contiguous head dim in the KV cache")
+    group = H // n_kv
+    q = q.contiguous()
+    block_d = triton.next_power_of_2(d)
+    block_g = max(16, triton.next_power_of_2(group))
+    if block_n is None:
+        block_n = 64 if block_d <= 64 else 32
+    if num_splits is None:
+        num_splits = choose_num_splits(b, n_kv, T, q.device, block_n)
+    o_part = torch.empty(b, H, num_splits, d, dtype=torch.float32, device=q.device)
+    lse_part = torch.empty(b, H, num_splits, dtype=torch.float32, device=q.device)
+    out = torch.empty(b, H, d, dtype=q.dtype, device=q.device)
+    lens = context_lengths.to(torch.int32)
+    slots = slots.to(torch.int64)
+    _decode_attn_split_kernel[(b, n_kv, num_splits)](
+        q, k_cache, v_cache, slots, lens, o_part, lse_part,
+        q.stride(0), q.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        o_part.stride(0), o_part.stride(1), o_part.stride(2),
+        lse_part.stride(0), lse_part.stride(1),
+        1.0 / math.sqrt(d),
+        GROUP=group, HEAD_DIM=d, NUM_SPLITS=num_splits,
+        BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_N=block_n, IEEE=q.dtype == torch.float32,
+        num_warps=4, num_stages=2,
+    )
+    _decode_attn_merge_kernel[(b, H)](
+        o_part, lse_part, out,
+        o_part.stride(0), o_part.stride(1), o_part.stride(2),
+        lse_part.stride(0), lse_part.stride(1),
+        out.stride(0), out.stride(1),
+        HEAD_DIM=d, NUM_SPLITS=num_splits,
+        BLOCK_S=max(2, triton.next_power_of_2(num_splits)), BLOCK_D=block_d,
+        num_warps=1,
+    )
+    return out
