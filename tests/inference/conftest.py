@@ -1,9 +1,3 @@
-import os
-
-# kernel tests run the Triton interpreter on CPU; set before anything imports triton
-if os.environ.get("THINKFAST_TEST_GPU", "0") == "0":  # THINKFAST_TEST_GPU=1 runs them compiled on a GPU
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest
 import torch
 

@@ -1,6 +1,5 @@
 """The Triton decode-attention kernel against the reference, run by the Triton interpreter on CPU."""
 
-import os
 
 import pytest
 import torch
@@ -11,8 +10,8 @@ from thinkfast.ops.reference import decode_attention_ref  # noqa: E402
 
 pytestmark = pytest.mark.triton
 
-# interpreter on CPU (set in conftest); THINKFAST_TEST_GPU=1 runs the compiled kernel on CUDA
-DEVICE = "cuda" if os.environ.get("THINKFAST_TEST_GPU", "0") != "0" and torch.cuda.is_available() else "cpu"
+# compiled on CUDA, the Triton interpreter on CPU (tests/conftest.py)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _case(seed, b, H, n_kv, T, d, slots_total, dtype=torch.float32):

@@ -1,19 +1,12 @@
 """Kernel tests: on a machine without CUDA the Triton kernels run through the Triton
-interpreter on CPU tensors (small sizes); with CUDA they run compiled on the GPU.
-
-TRITON_INTERPRET must be set before any kernel module is imported (triton decides at
-decoration time), which is why it is set here, at conftest import.
+interpreter on CPU tensors (small sizes; tests/conftest.py sets TRITON_INTERPRET); with
+CUDA they run compiled on the GPU.
 """
 
-import os
 import sys
 
+import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
