@@ -16,6 +16,7 @@ from thinkfast.errors import ThinkfastError
 
 # Modules whose `register(subparsers)` adds sub-commands, in help order.
 COMMAND_MODULES: list[str] = [
+    "thinkfast.commands.train",
 ]
 
 

@@ -19,7 +19,7 @@ SCHEDULES = ("cosine", "wsd", "constant")
 class DataConfig:
     path: str = ""  # a .jsonl file, a directory of .jsonl files, or an HF dataset name ("hf:name[:config]")
     split: str = "train"  # for HF datasets
-    format: str = "auto"  # auto | messages | problem_solution
+    format: str = "auto"  # auto | messages | problem_solution | text
     prompt_field: str | None = None  # auto: question / problem / prompt
     response_field: str | None = None  # auto: answer / solution / response
     system_prompt: str | None = None  # prepended as a system message to problem/solution pairs
@@ -31,8 +31,8 @@ class DataConfig:
     shuffle: bool = True
 
     def validate(self) -> None:
-        if self.format not in ("auto", "messages", "problem_solution"):
-            raise ThinkfastError(f"data.format {self.format!r} must be auto, messages or problem_solution")
+        if self.format not in ("auto", "messages", "problem_solution", "text"):
+            raise ThinkfastError(f"data.format {self.format!r} must be auto, messages, problem_solution or text")
         if self.train_on not in ("response", "all"):
             raise ThinkfastError(f"data.train_on {self.train_on!r} must be 'response' (assistant tokens) or 'all'")
         if self.seq_len < 2:

@@ -1,7 +1,7 @@
 """Records -> chat messages -> (input_ids, labels) with the tokenizer's chat template.
 
 A record is either `{"messages": [{"role", "content"}, ...]}` or a problem/solution pair
-(GSM8K `question`/`answer`, MATH `problem`/`solution`, or `prompt`/`response`).
+(GSM8K `question`/`answer`, MATH `problem`/`solution`, or `prompt`/`response`), or plain `text`.
 Labels are the token ids on trained tokens and -100 elsewhere, NOT shifted: the shift
 to "position t predicts t+1" happens once, per document, in `packing.py`.
 With `train_on='response'` an assistant turn is labelled from its first token up to and
@@ -150,10 +150,20 @@ def tokenize_messages(tokenizer, messages: list[dict], train_on: str = "response
     return Document(ids, labels)
 
 
+def tokenize_record(tokenizer, record: dict, cfg: DataConfig) -> Document:
+    """Plain `text` records (pretraining-style data such as FineMath) are trained on every token."""
+    if cfg.format in ("auto", "text") and "text" in record and "messages" not in record:
+        ids = list(tokenizer(str(record["text"]), add_special_tokens=False)["input_ids"])
+        if tokenizer.eos_token_id is not None:
+            ids.append(tokenizer.eos_token_id)
+        return Document(ids, list(ids))
+    return tokenize_messages(tokenizer, record_to_messages(record, cfg), cfg.train_on)
+
+
 def load_documents(cfg: DataConfig, tokenizer, records: Iterable[dict] | None = None) -> list[Document]:
     if records is None:
         records = read_records(cfg.path, cfg.split, cfg.max_examples)
-    docs = [tokenize_messages(tokenizer, record_to_messages(r, cfg), cfg.train_on) for r in records]
+    docs = [tokenize_record(tokenizer, r, cfg) for r in records]
     if cfg.max_examples is not None:
         docs = docs[: cfg.max_examples]
     docs = [d for d in docs if len(d.input_ids) >= 2]
