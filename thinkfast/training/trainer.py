@@ -52,12 +52,12 @@ def autocast_for(cfg_dtype: str, device: torch.device):
 
 
 def _no_sync(module, last: bool):
-    if last:
-        return contextlib.nullcontext()
-    if isinstance(module, torch.nn.parallel.DistributedDataParallel):
-        return module.no_sync()
+    """Skip the gradient all-reduce on all but the last micro-batch of a step."""
     if hasattr(module, "set_requires_gradient_sync"):  # FSDP2
-        module.set_requires_gradient_sync(False)
+        module.set_requires_gradient_sync(last)
+        return contextlib.nullcontext()
+    if not last and isinstance(module, torch.nn.parallel.DistributedDataParallel):
+        return module.no_sync()
     return contextlib.nullcontext()
 
 
@@ -144,8 +144,6 @@ def train(
             (part * (info.world_size / denom)).backward()
             loss_sum += part.detach().float()
             term_sums = terms.detach().float() if term_sums is None else term_sums + terms.detach().float()
-        if hasattr(model, "set_requires_gradient_sync"):
-            model.set_requires_gradient_sync(True)
         stats = all_reduce_sum(torch.cat([loss_sum[None], term_sums, torch.tensor([float(tokens)], device=device)]), info)
         loss = float(stats[0]) / denom
         if not torch.isfinite(stats[0]):
