@@ -15,6 +15,7 @@ A row of length L holds whole documents back to back (packing) or one document
 from __future__ import annotations
 
 import random
+import warnings
 
 import torch
 
@@ -71,8 +72,18 @@ def collate(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 def check_lengths(docs: list[Document], seq_len: int, packing: bool) -> None:
-    """Without packing every prompt must leave room for at least one trained token."""
+    """Without packing every prompt must leave room for at least one trained token; with packing
+    (long documents are truncated) at least some must, and a warning counts those that do not."""
     if packing:
+        lost = sum(d.prompt_length + 1 > seq_len for d in docs)
+        if lost == len(docs):
+            raise ThinkfastError(
+                f"data.seq_len={seq_len} is shorter than every prompt + 1 response token, so nothing would be "
+                f"trained: raise data.seq_len (the shortest prompt has {min(d.prompt_length for d in docs)} tokens)"
+            )
+        if lost:
+            warnings.warn(f"{lost} of {len(docs)} documents have prompts of seq_len={seq_len} tokens or more and "
+                          "train on nothing (truncated)", stacklevel=2)
         return
     longest = max(d.prompt_length for d in docs)
     if longest + 1 > seq_len:
