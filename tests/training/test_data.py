@@ -124,7 +124,11 @@ def test_seq_len_below_longest_prompt_without_packing_fails():
     docs = load_documents(DataConfig(path="x"), tok, make_records(8, min_len=20, max_len=20))
     with pytest.raises(ThinkfastError, match="shorter than the longest prompt"):
         PackedLoader(docs, seq_len=16, packing=False)
-    PackedLoader(docs, seq_len=16, packing=True)  # packing truncates instead
+    with pytest.raises(ThinkfastError, match="shorter than every prompt"):
+        PackedLoader(docs, seq_len=16, packing=True)
+    short = load_documents(DataConfig(path="x"), tok, make_records(8, min_len=2, max_len=2))
+    with pytest.warns(UserWarning, match="8 of 16 documents"):
+        PackedLoader(docs + short, seq_len=16, packing=True)  # packing truncates the long ones
 
 
 def test_empty_dataset_fails(tmp_path):
