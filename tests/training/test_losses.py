@@ -71,3 +71,15 @@ def test_identical_student_and_teacher_give_zero_kl():
     h, w = torch.randn(1, 6, 4), torch.randn(9, 4)
     total, _, _ = token_loss_sum(h, w, torch.zeros(1, 6, dtype=torch.long), {"reverse_kl": 1.0, "forward_kl": 1.0}, h, w)
     assert abs(float(total)) < 1e-5
+
+
+def test_loss_stays_fp32_inside_bf16_autocast():
+    torch.manual_seed(3)
+    h_s, w_s = torch.randn(1, 8, 16), torch.randn(50, 16) * 3
+    h_t, w_t = torch.randn(1, 8, 16), torch.randn(50, 16) * 3
+    targets = torch.randint(0, 50, (1, 8))
+    ref, _, _ = token_loss_sum(h_s, w_s, targets, {"reverse_kl": 1.0}, h_t, w_t)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _, _ = token_loss_sum(h_s, w_s, targets, {"reverse_kl": 1.0}, h_t, w_t)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)

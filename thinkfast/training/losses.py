@@ -60,6 +60,11 @@ class ChunkedTokenLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h_s, w_s, h_t, w_t, targets, weights, temperature, chunk_tokens):
         # h_s (N, d) student final hidden; w_s (V, d) student head; h_t (N, d_t) / w_t (V, d_t) teacher or None
+        with torch.autocast(h_s.device.type, enabled=False):  # fp32 logits even inside a bf16 autocast region
+            return ChunkedTokenLoss._forward(ctx, h_s, w_s, h_t, w_t, targets, weights, temperature, chunk_tokens)
+
+    @staticmethod
+    def _forward(ctx, h_s, w_s, h_t, w_t, targets, weights, temperature, chunk_tokens):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need = need_h or need_w
         w32 = w_s.float()

@@ -44,7 +44,7 @@ def teacher_layer_io(teacher, input_ids: torch.Tensor, seq: SequenceInfo) -> lis
 @torch.no_grad()
 def attention_matrix(attn_mixer, x: torch.Tensor, seq: SequenceInfo, mask: torch.Tensor) -> torch.Tensor:
     """Softmax attention probabilities (b, H, L, L) of an AttentionMixer on its (normed) input x."""
-    q, k, _ = attn_mixer._qkv(x, seq.position_ids)  # (b, H, L, hd), (b, Hkv, L, hd)
+    q, k, _ = attn_mixer._qkv(x.to(attn_mixer.q_proj.weight.dtype), seq.position_ids)  # (b, H, L, hd), (b, Hkv, L, hd)
     k = repeat_kv(k, q.shape[1] // k.shape[1])
     scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
     scores = scores.masked_fill(~mask[:, None], float("-inf"))
@@ -61,8 +61,9 @@ def stage1_loss_sum(student_layer, teacher_layer, h_in: torch.Tensor, seq: Seque
         )
     mask = pair_mask(seq, valid)
     _, g, B, C, _ = mixer.mixer_inputs(student_layer.input_layernorm(h_in), seq)
-    M = discrete_mamba2_mixer_matrix(g, B, C)  # (b, h, L, L) fp32
-    A = attention_matrix(teacher_layer.mixer, teacher_layer.input_layernorm(h_in), seq, mask)
+    with torch.autocast(h_in.device.type, enabled=False):  # the matrices in fp32
+        M = discrete_mamba2_mixer_matrix(g.float(), B.float(), C.float())  # (b, h, L, L)
+        A = attention_matrix(teacher_layer.mixer, teacher_layer.input_layernorm(h_in.float()).float(), seq, mask)
     if M.shape != A.shape:
         raise ThinkfastError(
             f"stage 1 compares per-head matrices: student has {M.shape[1]} heads, teacher {A.shape[1]}; "
