@@ -1,0 +1,157 @@
+"""Training configuration: one dataclass tree for the `distill`, `mohawk` and `sft` recipes.
+
+Loaded with `thinkfast.config.load_config(TrainConfig, yaml, overrides)`; every check that can
+fail without touching a model or a file runs in `validate()`, so a bad config stops at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from thinkfast.errors import ThinkfastError
+
+RECIPES = ("distill", "mohawk", "sft")
+LOSS_TERMS = ("reverse_kl", "forward_kl", "ce")
+SCHEDULES = ("cosine", "wsd", "constant")
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # a .jsonl file, a directory of .jsonl files, or an HF dataset name ("hf:name[:config]")
+    split: str = "train"  # for HF datasets
+    format: str = "auto"  # auto | messages | problem_solution | text
+    prompt_field: str | None = None  # auto: question / problem / prompt
+    response_field: str | None = None  # auto: answer / solution / response
+    system_prompt: str | None = None  # prepended as a system message to problem/solution pairs
+    prompt_template: str = "{prompt}"  # user message built from the problem text
+    train_on: str = "response"  # response: labels on assistant tokens only | all: every token
+    seq_len: int = 2048
+    packing: bool = True
+    max_examples: int | None = None  # keep the first N documents
+    shuffle: bool = True
+
+    def validate(self) -> None:
+        if self.format not in ("auto", "messages", "problem_solution", "text"):
+            raise ThinkfastError(f"data.format {self.format!r} must be auto, messages, problem_solution or text")
+        if self.train_on not in ("response", "all"):
+            raise ThinkfastError(f"data.train_on {self.train_on!r} must be 'response' (assistant tokens) or 'all'")
+        if self.seq_len < 2:
+            raise ThinkfastError(f"data.seq_len must be >= 2, got {self.seq_len}")
+        if "{prompt}" not in self.prompt_template:
+            raise ThinkfastError("data.prompt_template must contain '{prompt}' where the problem text goes")
+
+
+@dataclass
+class LossConfig:
+    # weights of the terms of the token loss; zero-weight terms are skipped
+    reverse_kl: float = 1.0
+    forward_kl: float = 0.0
+    ce: float = 0.0
+    temperature: float = 1.0
+    chunk_tokens: int = 1024  # positions per chunk: chunk x vocab logits exist at a time
+
+    def terms(self) -> dict[str, float]:
+        return {name: w for name, w in ((t, getattr(self, t)) for t in LOSS_TERMS) if w != 0.0}
+
+    def validate(self) -> None:
+        if not self.terms():
+            raise ThinkfastError(f"the loss has no term with a non-zero weight; set one of {list(LOSS_TERMS)}")
+        if any(w < 0 for w in self.terms().values()):
+            raise ThinkfastError("loss weights must be >= 0")
+        if self.temperature <= 0:
+            raise ThinkfastError(f"loss.temperature must be > 0, got {self.temperature}")
+        if self.chunk_tokens < 1:
+            raise ThinkfastError("loss.chunk_tokens must be >= 1")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-5
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 disables
+    schedule: str = "cosine"  # cosine | wsd | constant
+    warmup: float = 0.01  # fraction of max_steps (< 1) or a step count (>= 1)
+    decay: float = 0.1  # wsd: fraction (or steps) of the final linear decay
+    min_lr_ratio: float = 0.0  # floor of the schedule, as a fraction of lr
+
+    def validate(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ThinkfastError(f"optim.schedule {self.schedule!r} is unknown; choose one of {list(SCHEDULES)}")
+        if self.lr <= 0:
+            raise ThinkfastError(f"optim.lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class StudentConfig:
+    path: str | None = None  # an existing student directory (save_pretrained layout); else convert the teacher
+    target: str = "hybrid"  # hybrid | llamba (conversion target)
+    attention_layers: list[int] | None = None
+    keep_attention: int | None = None
+    mixer: str = "mamba1"
+
+
+@dataclass
+class MohawkStage:
+    stage: int = 1  # 1: mixer matrix, 2: block output, 3: end-to-end logits
+    max_steps: int = 100
+    lr: float | None = None  # None: optim.lr
+    layers: list[int] | None = None  # stages 1-2: layers to train (None: every non-attention layer)
+    data: DataConfig | None = None  # None: the top-level data
+    loss: LossConfig | None = None  # stage 3 only; None: the top-level loss
+
+    def validate(self) -> None:
+        if self.stage not in (1, 2, 3):
+            raise ThinkfastError(f"mohawk stage must be 1, 2 or 3, got {self.stage}")
+        if self.max_steps < 1:
+            raise ThinkfastError("mohawk stage max_steps must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    recipe: str = "distill"
+    teacher: str | None = None  # hub name, directory, .gguf or embedded name (distill / mohawk)
+    tokenizer: str | None = None  # sft: where the tokenizer lives (default: student.path)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stages: list[MohawkStage] = field(default_factory=list)  # mohawk only, run in order
+    output_dir: str = "runs/thinkfast"
+    seed: int = 0
+    max_steps: int = 100
+    micro_batch_size: int = 1  # rows per forward, per process
+    grad_accum: int = 1
+    dtype: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16
+    teacher_dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    device: str = "auto"
+    activation_checkpointing: bool = False
+    save_every: int = 500  # steps between checkpoints (0: only the final one)
+    log_every: int = 1
+    distributed: str = "ddp"  # ddp | fsdp (only used under torchrun with >1 process)
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ThinkfastError(f"recipe {self.recipe!r} is unknown; choose one of {list(RECIPES)}")
+        if self.recipe in ("distill", "mohawk") and not self.teacher:
+            raise ThinkfastError(
+                f"the {self.recipe} recipe needs a teacher: set `teacher:` to a hub name, a model directory, "
+                "a .gguf file or 'smollm2-135m' (or override teacher=...)"
+            )
+        if self.recipe == "sft" and not self.student.path:
+            raise ThinkfastError("the sft recipe trains an existing model: set student.path to its directory")
+        if self.recipe == "mohawk" and not self.stages:
+            raise ThinkfastError("the mohawk recipe needs `stages:` (a list of {stage: 1|2|3, max_steps: N})")
+        if self.recipe != "mohawk" and self.stages:
+            raise ThinkfastError(f"`stages` only applies to the mohawk recipe, not {self.recipe}")
+        if not self.data.path:
+            raise ThinkfastError("data.path is empty: give a .jsonl file, a directory of them, or hf:<dataset>")
+        for name in ("max_steps", "micro_batch_size", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise ThinkfastError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.dtype not in ("auto", "fp32", "bf16") or self.teacher_dtype not in ("auto", "fp32", "bf16"):
+            raise ThinkfastError("dtype / teacher_dtype must be auto, fp32 or bf16")
+        if self.distributed not in ("ddp", "fsdp"):
+            raise ThinkfastError(f"distributed {self.distributed!r} must be ddp or fsdp")

@@ -1,0 +1,174 @@
+"""Records -> chat messages -> (input_ids, labels) with the tokenizer's chat template.
+
+A record is either `{"messages": [{"role", "content"}, ...]}` or a problem/solution pair
+(GSM8K `question`/`answer`, MATH `problem`/`solution`, or `prompt`/`response`), or plain `text`.
+Labels are the token ids on trained tokens and -100 elsewhere, NOT shifted: the shift
+to "position t predicts t+1" happens once, per document, in `packing.py`.
+With `train_on='response'` an assistant turn is labelled from its first token up to and
+including the end-of-turn (EOS) token; anything the template adds after it (a newline) is not.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from thinkfast.errors import ThinkfastError
+from thinkfast.training.config import DataConfig
+
+PROMPT_FIELDS = ("question", "problem", "prompt", "instruction")
+RESPONSE_FIELDS = ("answer", "solution", "response", "output", "generated_solution")
+IGNORE = -100
+
+
+@dataclass
+class Document:
+    input_ids: list[int]
+    labels: list[int]  # same length; IGNORE on untrained tokens (unshifted)
+
+    @property
+    def prompt_length(self) -> int:
+        """Tokens before the first trained one (the whole document if none is trained)."""
+        for i, lab in enumerate(self.labels):
+            if lab != IGNORE:
+                return i
+        return len(self.labels)
+
+
+# ------------------------------------------------------------------ reading
+def read_records(path: str, split: str = "train", limit: int | None = None) -> list[dict]:
+    """JSONL file, directory of JSONL files, or `hf:name[:config]` through `datasets`."""
+    if path.startswith("hf:"):
+        try:
+            import datasets
+        except ImportError as err:
+            raise ThinkfastError("reading hf:<dataset> needs the `datasets` package: pip install datasets") from err
+        name, _, config = path[3:].partition(":")
+        ds = datasets.load_dataset(name, config or None, split=split)
+        if limit is not None:
+            ds = ds.select(range(min(limit, len(ds))))
+        return [dict(row) for row in ds]
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = sorted(p.glob("*.jsonl"))
+    elif p.is_file():
+        files = [p]
+    else:
+        raise ThinkfastError(f"data path {path} does not exist (give a .jsonl file, a directory of them, or hf:<name>)")
+    records: list[dict] = []
+    for f in files:
+        with open(f) as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ThinkfastError(f"{f}:{lineno} is not valid JSON: {err}") from err
+                if limit is not None and len(records) >= limit:
+                    return records
+    return records
+
+
+def _pick(record: dict, explicit: str | None, candidates: tuple[str, ...], what: str) -> str | None:
+    if explicit:
+        if explicit not in record:
+            raise ThinkfastError(f"record has no field {explicit!r} ({what}); fields are {sorted(record)}")
+        return explicit
+    return next((c for c in candidates if c in record), None)
+
+
+def record_to_messages(record: dict, cfg: DataConfig, with_response: bool = True) -> list[dict]:
+    """One record -> chat messages; `with_response=False` gives the prompt only (for generation)."""
+    if cfg.format in ("auto", "messages") and "messages" in record:
+        messages = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
+        if not with_response:
+            while messages and messages[-1]["role"] == "assistant":
+                messages.pop()
+        return messages
+    if cfg.format == "messages":
+        raise ThinkfastError(f"data.format is 'messages' but a record has no `messages` field (fields: {sorted(record)})")
+    prompt_key = _pick(record, cfg.prompt_field, PROMPT_FIELDS, "prompt")
+    response_key = _pick(record, cfg.response_field, RESPONSE_FIELDS, "response")
+    if prompt_key is None or (with_response and response_key is None):
+        raise ThinkfastError(
+            f"cannot read a record with fields {sorted(record)}: expected `messages`, or a prompt field "
+            f"{list(PROMPT_FIELDS)} and a response field {list(RESPONSE_FIELDS)} (or set data.prompt_field / "
+            "data.response_field)"
+        )
+    messages = []
+    if cfg.system_prompt:
+        messages.append({"role": "system", "content": cfg.system_prompt})
+    messages.append({"role": "user", "content": cfg.prompt_template.format(prompt=str(record[prompt_key]))})
+    if with_response:
+        messages.append({"role": "assistant", "content": str(record[response_key])})
+    return messages
+
+
+# ------------------------------------------------------------------ tokenising
+def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> list[int]:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ThinkfastError("the tokenizer has no chat template; use a tokenizer (teacher) that ships one")
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def end_of_turn_ids(tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    for tok in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<｜end▁of▁sentence｜>"):
+        tid = tokenizer.convert_tokens_to_ids(tok)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid is not None:
+            ids.add(tid)
+    return ids
+
+
+def tokenize_messages(tokenizer, messages: list[dict], train_on: str = "response") -> Document:
+    """Chat template -> Document; assistant spans found by rendering each turn's prefix."""
+    ids = _render(tokenizer, messages, add_generation_prompt=False)
+    if train_on == "all":
+        return Document(ids, list(ids))
+    labels = [IGNORE] * len(ids)
+    stops = end_of_turn_ids(tokenizer)
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = len(_render(tokenizer, messages[:i], add_generation_prompt=True)) if i else 0
+        upto = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        if ids[: len(upto)] != upto or start > len(upto):
+            raise ThinkfastError(
+                "the chat template does not render earlier turns as a prefix of the conversation, so the "
+                "assistant tokens cannot be located; use data.train_on=all or a template without that behaviour"
+            )
+        end = len(upto)
+        for j in range(start, len(upto)):  # stop after the end-of-turn token
+            if upto[j] in stops:
+                end = j + 1
+                break
+        labels[start:end] = ids[start:end]
+    return Document(ids, labels)
+
+
+def tokenize_record(tokenizer, record: dict, cfg: DataConfig) -> Document:
+    """Plain `text` records (pretraining-style data such as FineMath) are trained on every token."""
+    if cfg.format in ("auto", "text") and "text" in record and "messages" not in record:
+        ids = list(tokenizer(str(record["text"]), add_special_tokens=False)["input_ids"])
+        if tokenizer.eos_token_id is not None:
+            ids.append(tokenizer.eos_token_id)
+        return Document(ids, list(ids))
+    return tokenize_messages(tokenizer, record_to_messages(record, cfg), cfg.train_on)
+
+
+def load_documents(cfg: DataConfig, tokenizer, records: Iterable[dict] | None = None) -> list[Document]:
+    if records is None:
+        records = read_records(cfg.path, cfg.split, cfg.max_examples)
+    docs = [tokenize_record(tokenizer, r, cfg) for r in records]
+    if cfg.max_examples is not None:
+        docs = docs[: cfg.max_examples]
+    docs = [d for d in docs if len(d.input_ids) >= 2]
+    if not docs:
+        raise ThinkfastError(f"data {cfg.path!r} holds no usable examples (empty file, or every record is empty)")
+    if not any(lab != IGNORE for d in docs for lab in d.labels):
+        raise ThinkfastError(f"data {cfg.path!r} has no trained tokens: no assistant turns (or set data.train_on=all)")
+    return docs

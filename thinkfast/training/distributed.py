@@ -1,0 +1,97 @@
+"""torchrun support: process-group setup, DDP / FSDP wrapping, reductions, full state dicts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the process group torchrun describes in the environment (no-op for one process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    return info
+
+
+def all_reduce_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.enabled:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def wrap(module: nn.Module, info: DistInfo, strategy: str, device: torch.device, block_types: tuple = ()) -> nn.Module:
+    """DDP (parameters replicated) or FSDP2 `fully_shard` (each block, then the root)."""
+    if not info.enabled:
+        return module
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for sub in module.modules():
+            if block_types and isinstance(sub, block_types) and any(p.requires_grad for p in sub.parameters()):
+                fully_shard(sub)
+        fully_shard(module)
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    return module.module if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel) else module
+
+
+def full_state(module: nn.Module, optimizer, info: DistInfo):
+    """(model state, optimizer state) as full tensors on CPU, valid on rank 0, for DDP and FSDP alike."""
+    if not info.enabled:
+        return module.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_state_dict(unwrap(module) if strategy_of(module) == "ddp" else module, optimizer, options=opts)
+
+
+def load_full_state(module: nn.Module, optimizer, model_state, optim_state, info: DistInfo) -> None:
+    if not info.enabled:
+        module.load_state_dict(model_state)
+        optimizer.load_state_dict(optim_state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    opts = StateDictOptions(full_state_dict=True)
+    target = unwrap(module) if strategy_of(module) == "ddp" else module
+    set_state_dict(target, optimizer, model_state_dict=model_state, optim_state_dict=optim_state, options=opts)
+
+
+def strategy_of(module: nn.Module) -> str:
+    return "ddp" if isinstance(module, nn.parallel.DistributedDataParallel) else "fsdp"
