@@ -12,10 +12,12 @@ from thinkfast.inference.params import SamplingParams
 @dataclass
 class ModelSpec:
     name: str  # label in tables/plots and the output sub-folder
-    path: str | None = None  # local HF directory (or hub id, when reachable)
+    path: str | None = None  # student dir, or teacher spec: hub id, local dir, .gguf file, "smollm2-135m"
     hook: str | None = None  # "module:function" taking this spec, returning a LoadedModel or a Sampler
     tokens_per_second: float | None = None  # measured throughput for M1's time method; else wall time
-    batch_size: int = 8  # sequences per generate call
+    backend: Literal["engine", "hf"] = "engine"  # our batched engine, or plain transformers generate
+    batch_size: int = 64  # engine: most concurrent sequences (the planner may lower it); hf: per generate call
+    max_len: int = 4096  # engine: prompt + generated tokens per sequence
     device: str = "cpu"
     dtype: str = "float32"
 
