@@ -1,16 +1,47 @@
-"""`thinkfast run`: the main job.
-
-For now the main job is the side-by-side summary of the embedded teacher and its
-converted hybrid and pure students (`thinkfast summary`); the full pipeline
-(distil -> speed -> test-time scaling -> report) replaces it as it lands.
-"""
+"""`thinkfast run [CONFIG]`: the main job — distil, measure speed, scale test-time compute, report."""
 
 from __future__ import annotations
 
-from thinkfast.commands import summary
+from pathlib import Path
+
+from thinkfast.errors import ThinkfastError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = "run_cpu_default"
+
+
+def resolve_config(name: str) -> Path:
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / f"{name}.yaml"
+    if shipped.is_file():
+        return shipped
+    choices = sorted(p.stem for p in CONFIG_DIR.glob("run_*.yaml"))
+    raise ThinkfastError(f"config {name!r} is neither a file nor a shipped config; shipped run configs: {choices}")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("run", help="the main job on the embedded default (currently: the conversion summary)")
-    summary.add_arguments(p)
-    p.set_defaults(func=summary.run)
+    from thinkfast.pipeline import STAGES
+
+    p = subparsers.add_parser(
+        "run",
+        help="the main job: teacher -> hybrid + pure students -> distil -> speed -> test-time scaling -> report",
+        description="Each stage caches its output under out_dir/stages; a rerun skips finished stages and a killed "
+        "run resumes where it stopped.",
+    )
+    p.add_argument("config", nargs="?", default=DEFAULT_CONFIG,
+                   help=f"YAML file or shipped config name (default: {DEFAULT_CONFIG})")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. out_dir=runs/x n_samples=16")
+    p.add_argument("--from", dest="from_stage", choices=STAGES, help="redo this stage and every later one")
+    p.add_argument("--until", choices=STAGES, help="stop after this stage")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from thinkfast.config import load_config
+    from thinkfast.pipeline import RunConfig, run_pipeline
+
+    cfg = load_config(RunConfig, resolve_config(args.config), overrides=args.overrides)
+    run_pipeline(cfg, from_stage=args.from_stage, until=args.until)
+    return 0

@@ -1,0 +1,124 @@
+"""`thinkfast run` end to end on a tiny teacher: report written from measured numbers, cached stages
+reused, a run killed inside a stage finishes on restart without redoing finished stages."""
+
+import json
+import shutil
+
+import pytest
+
+from tests.evaluation.tiny import save_tiny
+from thinkfast.config import load_config, to_dict
+from thinkfast.errors import ThinkfastError
+from thinkfast.pipeline import STAGES, RunConfig, run_pipeline
+from thinkfast.pipeline import runner, stages
+
+
+def _config(teacher: str, out_dir) -> RunConfig:
+    return load_config(RunConfig, {
+        "teacher": teacher,
+        "out_dir": str(out_dir),
+        "students": [
+            {"name": "hybrid", "target": "hybrid", "keep_attention": 1, "recipe": "distill",
+             "train": {"max_steps": 3, "save_every": 1, "data": {"seq_len": 192}, "optim": {"lr": 1e-3, "warmup": 0}}},
+            {"name": "pure", "target": "llamba", "recipe": "mohawk",
+             "train": {"data": {"seq_len": 192}, "save_every": 1,
+                       "stages": [{"stage": 1, "max_steps": 1}, {"stage": 2, "max_steps": 1}, {"stage": 3, "max_steps": 2}]}},
+        ],
+        "kd_data": {"synthetic_problems": 4, "gsm8k_problems": 0, "max_new_tokens": 12, "batch_size": 8,
+                    "keep_truncated": True},
+        "speed": {"batch_size": 2, "prompt_tokens": 4, "new_tokens": 4},
+        "eval_sets": [{"dataset": {"name": "synthetic", "synthetic_n": 3, "synthetic_steps": 1}, "prompt": "plain"}],
+        "n_samples": 2, "k_list": [1, 2],
+        "sampling": {"temperature": 0.8, "max_new_tokens": 6, "seed": 0},
+        "eval_batch_size": 8, "grading_workers": 1,
+    })
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("teacher") / "tiny", hidden=64, layers=2)
+
+
+@pytest.fixture(scope="module")
+def finished(teacher_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "main"
+    cfg = _config(teacher_dir, out)
+    return cfg, run_pipeline(cfg)
+
+
+def _counting(monkeypatch, fail_in: str | None = None):
+    calls = []
+    for name, fn in list(stages.STAGE_FUNCTIONS.items()):
+        def wrapped(cfg, paths, results, _fn=fn, _name=name):
+            calls.append(_name)
+            out = _fn(cfg, paths, results)
+            if _name == fail_in:
+                raise KeyboardInterrupt(f"killed in {_name}")  # after the work, before the marker
+            return out
+        monkeypatch.setitem(runner.STAGE_FUNCTIONS, name, wrapped)
+    return calls
+
+
+def test_report_holds_the_measured_numbers(finished):
+    cfg, results = finished
+    root = stages.RunPaths(cfg.out_dir)
+    report = json.loads(root.abs(results["report"]["json"]).read_text())
+    speed = results["speed"]
+    assert set(speed) == {"teacher", "hybrid", "pure"}
+    md = root.abs(results["report"]["report"]).read_text()
+    for name, info in speed.items():
+        assert info["decode_tokens_per_s"] > 0
+        assert f"{info['decode_tokens_per_s']:,.0f}" in md  # the table shows what the speed stage measured
+    scores = results["eval"]["synthetic-1step"]["scores"]
+    assert report["stages"]["eval"]["synthetic-1step"]["scores"] == json.loads(json.dumps(scores))
+    # M1's time method: seconds of k samples = k x tokens per sample / measured tok/s
+    for name, s in scores.items():
+        expect = s["mean_tokens"] / speed[name]["decode_tokens_per_s"]
+        assert s["seconds"]["2"] == pytest.approx(2 * expect, rel=1e-6)
+    assert "![" in md and "| teacher |" in md
+    assert "hybrid" in results["distill"] and results["distill"]["hybrid"]["stages"][0]["steps"] == 3
+    assert len(results["distill"]["pure"]["stages"]) == 3
+
+
+def test_rerun_reuses_every_stage(finished, monkeypatch):
+    cfg, _ = finished
+    calls = _counting(monkeypatch)
+    run_pipeline(cfg)
+    assert calls == []
+
+
+def test_from_stage_redoes_that_stage_and_later(finished, monkeypatch):
+    cfg, _ = finished
+    calls = _counting(monkeypatch)
+    run_pipeline(cfg, from_stage="speed")
+    assert calls == ["speed", "eval", "report"]
+
+
+def test_changed_config_needs_from_or_new_dir(finished):
+    cfg, _ = finished
+    changed = load_config(RunConfig, {**to_dict(cfg), "k_list": [1]})
+    with pytest.raises(ThinkfastError, match="different config"):
+        run_pipeline(changed)
+
+
+@pytest.mark.parametrize("stage", ["distill", "eval"])
+def test_killed_stage_finishes_on_restart(finished, tmp_path, monkeypatch, stage):
+    cfg, _ = finished
+    # a copy of the finished run, rolled back to just before `stage`, then killed inside it
+    out = tmp_path / "main"
+    shutil.copytree(cfg.out_dir, out)
+    base = load_config(RunConfig, {**to_dict(cfg), "out_dir": str(out)})
+    for later in STAGES[STAGES.index(stage):]:
+        (out / "stages" / f"{later}.json").unlink()
+    for path in runner._outputs_of(stage, stages.RunPaths(out), base):
+        shutil.rmtree(path, ignore_errors=True)
+    calls = _counting(monkeypatch, fail_in=stage)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(base)
+    assert calls == [stage]  # earlier stages came from the cache
+    calls.clear()
+    monkeypatch.undo()
+    calls = _counting(monkeypatch)
+    results = run_pipeline(base)
+    assert calls == list(STAGES[STAGES.index(stage):])
+    assert (out / "report" / "report.md").is_file() and results["speed"]["teacher"]["decode_tokens_per_s"] > 0

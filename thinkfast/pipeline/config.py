@@ -1,0 +1,87 @@
+"""RunConfig: what `thinkfast run` does, as one dataclass tree loadable from YAML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from thinkfast.errors import ThinkfastError
+from thinkfast.evaluation.config import DatasetSpec
+from thinkfast.inference.params import SamplingParams
+
+
+@dataclass
+class StudentRun:
+    """One student: how it is converted and which recipe distils it.
+
+    `train` holds TrainConfig keys (thinkfast/training/config.py) merged over the recipe's
+    defaults: max_steps, data.seq_len, optim.lr, stages, ...; teacher, data.path, student and
+    output_dir are filled in by the pipeline.
+    """
+
+    name: str
+    target: str = "hybrid"  # hybrid | llamba
+    keep_attention: int | None = None
+    attention_layers: list[int] | None = None
+    mixer: str = "mamba1"
+    recipe: str = "distill"  # distill (hybrids) | mohawk (pure students)
+    train: dict = field(default_factory=dict)
+    sft: dict | None = None  # TrainConfig keys for an SFT pass after distillation (None: skip)
+
+
+@dataclass
+class KDDataConfig:
+    synthetic_problems: int = 64  # teacher answers these synthetic problems (a seed apart from the eval set)
+    synthetic_steps: int = 2
+    gsm8k_problems: int = 32  # plus the first N GSM8K train problems, when the data can be found
+    max_new_tokens: int = 192
+    batch_size: int = 64
+    keep_truncated: bool = False  # keep answers cut by max_new_tokens (dropped by default)
+
+
+@dataclass
+class SpeedConfig:
+    batch_size: int = 16  # sequences decoded together
+    prompt_tokens: int = 64
+    new_tokens: int = 64
+    dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+
+
+@dataclass
+class EvalSetConfig:
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    prompt: str = "gsm8k"
+
+
+@dataclass
+class RunConfig:
+    teacher: str = "smollm2-135m"
+    out_dir: str = "runs/main"
+    data_dir: str | None = None  # GSM8K/MATH JSONL files; default $THINKFAST_DATA, then the hub
+    seed: int = 0
+    device: str = "auto"
+    students: list[StudentRun] = field(default_factory=list)
+    kd_data: KDDataConfig = field(default_factory=KDDataConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    eval_sets: list[EvalSetConfig] = field(default_factory=list)
+    n_samples: int = 8
+    k_list: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.6, max_new_tokens=160, seed=0))
+    eval_batch_size: int = 64  # engine slots while sampling
+    grading_workers: int = 2
+    time_method: str = "throughput"  # throughput: M1's k x tokens / measured tok/s | wall: measured sampling time
+
+    def validate(self) -> None:
+        names = [s.name for s in self.students]
+        if len(set(names)) != len(names) or "teacher" in names:
+            raise ThinkfastError(f"student names must be unique and not 'teacher', got {names}")
+        for s in self.students:
+            if s.recipe not in ("distill", "mohawk"):
+                raise ThinkfastError(f"student {s.name!r}: recipe must be distill or mohawk, got {s.recipe!r}")
+            if s.target not in ("hybrid", "llamba"):
+                raise ThinkfastError(f"student {s.name!r}: target must be hybrid or llamba, got {s.target!r}")
+        if not self.eval_sets:
+            raise ThinkfastError("eval_sets is empty: add at least one dataset (e.g. {dataset: {name: synthetic}})")
+        if self.time_method not in ("throughput", "wall"):
+            raise ThinkfastError(f"time_method must be throughput or wall, got {self.time_method!r}")
+        if max(self.k_list) > self.n_samples:
+            raise ThinkfastError(f"k_list goes up to {max(self.k_list)} but n_samples is {self.n_samples}")

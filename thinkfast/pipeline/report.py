@@ -1,0 +1,141 @@
+"""The run report: Markdown + PNGs + JSON, every number taken from the stage results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+
+from thinkfast.pipeline.config import RunConfig
+
+METRIC_TITLES = {"pass": "coverage (pass@k)", "maj": "accuracy (majority vote, maj@k)"}
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _within_budget(score: dict, metric: str, budget: float) -> tuple[float, int] | None:
+    """Best metric value reachable within `budget` seconds per problem, and the k that reaches it."""
+    best = None
+    for k, seconds in score["seconds"].items():
+        value = score["metrics"].get(metric, {}).get(k, {}).get("mean")
+        if value is not None and seconds <= budget * (1 + 1e-9) and (best is None or value > best[0]):
+            best = (value, int(k))
+    return best
+
+
+def budget_table(scores: dict, metric: str) -> tuple[list[str], list[dict]]:
+    """Rows at the teacher's time for each k: what every model reaches in that time."""
+    names = list(scores)
+    reference = scores.get("teacher") or scores[names[0]]
+    rows = []
+    for k, budget in sorted(reference["seconds"].items(), key=lambda kv: kv[1]):
+        row = {"budget_s": budget, "teacher_k": int(k)}
+        for name in names:
+            row[name] = _within_budget(scores[name], metric, budget)
+        reached = {n: v[0] for n, v in ((n, row[n]) for n in names) if v is not None}
+        row["best"] = max(reached, key=reached.get) if reached else None
+        rows.append(row)
+    return names, rows
+
+
+def _models_section(cfg: RunConfig, results: dict) -> list[str]:
+    speed = results.get("speed", {})
+    teacher_tps = (speed.get("teacher") or {}).get("decode_tokens_per_s")
+    lines = [
+        "## Models", "",
+        "| model | layers | parameters | decode state / sequence at 4096 tokens (KV + SSM/conv) | decode tok/s | vs teacher |",
+        "|---|---|---:|---|---:|---:|",
+    ]
+    for name, facts in results["convert"]["models"].items():
+        layers = ", ".join(f"{n} {kind}" for kind, n in facts["layers"].items())
+        tps = (speed.get(name) or {}).get("decode_tokens_per_s")
+        ratio = f"{tps / teacher_tps:.2f}×" if tps and teacher_tps else "—"
+        state = f"{_mib(facts['kv_bytes_4096'])} + {_mib(facts['recurrent_bytes'])}"
+        lines.append(f"| {name} | {layers} | {facts['parameters'] / 1e6:.1f} M | {state} | "
+                     f"{tps:,.0f} | {ratio} |" if tps else f"| {name} | {layers} | {facts['parameters'] / 1e6:.1f} M | {state} | — | — |")
+    any_speed = next(iter(speed.values()), None)
+    if any_speed:
+        lines += ["", f"Decode throughput: our engine, batch {any_speed['batch_size']}, prompt {any_speed['prompt_tokens']} + "
+                      f"{any_speed['new_tokens']} generated tokens, greedy, {any_speed['dtype']} on {any_speed['device']} "
+                      "(prefill excluded)."]
+    return lines
+
+
+def _training_section(results: dict) -> list[str]:
+    lines = ["", "## Distillation", "", "| model | stage | steps | loss first → last | tokens/s |", "|---|---|---:|---|---:|"]
+    for stage_name in ("distill", "sft"):
+        for name, info in (results.get(stage_name) or {}).items():
+            for st in info["stages"]:
+                tps = f"{st['tokens_per_s']:,.0f}" if st["tokens_per_s"] else "—"
+                lines.append(f"| {name} | {info['recipe']} {st['name']} | {st['steps']} | "
+                             f"{st['loss_first']:.3f} → {st['loss_last']:.3f} | {tps} |")
+    return lines
+
+
+def _fmt(value: tuple[float, int] | None) -> str:
+    return "—" if value is None else f"{100 * value[0]:.1f}% (k={value[1]})"
+
+
+def _eval_section(name: str, info: dict, paths) -> tuple[list[str], dict]:
+    if "skipped" in info:
+        return ["", f"## {name}", "", f"Skipped: {info['skipped']}"], {}
+    scores = info["scores"]
+    lines = ["", f"## {name}: test-time scaling", ""]
+    figures = {}
+    for metric, title in METRIC_TITLES.items():
+        ks = list(next(iter(scores.values()))["seconds"])
+        lines += [f"### {title}", "", "| model | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+        for model, s in scores.items():
+            cells = [f"{100 * s['metrics'][metric][k]['mean']:.1f}% ({s['seconds'][k]:.3g}s)" for k in ks]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        plot = info.get("plots", {}).get(metric)
+        if plot:
+            target = paths.report / f"{name}-{metric}.png"
+            shutil.copyfile(paths.abs(plot), target)
+            lines += ["", f"![{title} on {name}]({target.name})"]
+        names, rows = budget_table(scores, metric)
+        lines += ["", f"Under a fixed time budget per problem ({title}; budgets = the teacher's time for k samples):", "",
+                  "| budget (s) | " + " | ".join(names) + " | best |", "|---:|" + "---|" * (len(names) + 1)]
+        for row in rows:
+            lines.append(f"| {row['budget_s']:.3g} | " + " | ".join(_fmt(row[n]) for n in names) + f" | {row['best'] or '—'} |")
+        figures[metric] = rows
+        lines.append("")
+    return lines, figures
+
+
+HOW_TO_READ = """## How to read this report
+
+Each chart has two panels. Left: coverage (pass@k: some sample is right) or accuracy (majority vote)
+against k, the number of samples per problem. Right: the same points against the time those k samples
+cost, seconds per problem, from each model's measured decode throughput (M1's method:
+k × mean tokens per sample ÷ tokens/s) or the measured sampling wall time. The dashed line is the Pareto
+front over all models: for each time budget, the best result any model reaches. A student whose points lie
+on the front beats the teacher at that budget, because its speed buys it more samples than the teacher can
+afford; where the teacher's points form the front, the student's extra samples do not make up for its
+lower per-sample quality (expected when distillation was short).
+"""
+
+
+def write_run_report(cfg: RunConfig, paths, results: dict) -> dict:
+    paths.report.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# thinkfast run report", "",
+        f"Teacher `{cfg.teacher}`; students: " + ", ".join(f"`{s.name}` ({s.target}, {s.recipe})" for s in cfg.students)
+        + f". Written {dt.datetime.now().isoformat(timespec='seconds')}; run directory `{paths.root}`.",
+        "",
+    ]
+    lines += _models_section(cfg, results)
+    lines += _training_section(results)
+    budget_figures = {}
+    for name, info in results.get("eval", {}).items():
+        section, figures = _eval_section(name, info, paths)
+        lines += section
+        budget_figures[name] = figures
+    lines += ["", HOW_TO_READ]
+    (paths.report / "report.md").write_text("\n".join(lines) + "\n")
+    everything = {"config_out_dir": str(paths.root), "stages": results, "budget_tables": budget_figures}
+    (paths.report / "report.json").write_text(json.dumps(everything, indent=1, default=str))
+    print(f"  report: {paths.report / 'report.md'}")
+    return {"report": paths.rel(paths.report / "report.md"), "json": paths.rel(paths.report / "report.json")}

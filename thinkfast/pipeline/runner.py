@@ -1,0 +1,108 @@
+"""Run the stages in order, caching each result in <out_dir>/stages/<stage>.json.
+
+A stage's marker is written (atomically) only when it finishes, so a killed run restarts the
+interrupted stage — which itself resumes its own long work (training checkpoints, the sample
+store, the KD file) — and skips every finished one.  `from_stage` forgets that stage and all
+later ones (and their outputs) and runs them again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+from thinkfast.config import save_config, to_dict
+from thinkfast.errors import ThinkfastError
+from thinkfast.pipeline.config import RunConfig
+from thinkfast.pipeline.stages import STAGE_FUNCTIONS, RunPaths
+
+STAGES = tuple(STAGE_FUNCTIONS)
+# rough share of a CPU default run per stage, for the time-left estimate before real timings exist
+_DEFAULT_WEIGHTS = {"convert": 30, "kd_data": 90, "distill": 330, "sft": 1, "speed": 30, "eval": 300, "report": 5}
+
+
+def _outputs_of(stage: str, paths: RunPaths, cfg: RunConfig) -> list:
+    """What a stage wrote besides its marker (removed by --from)."""
+    if stage == "convert":
+        return [paths.student(s.name) / "init" for s in cfg.students]
+    if stage == "kd_data":
+        return [paths.data]
+    if stage == "distill":
+        return [paths.student(s.name) / "train" for s in cfg.students]
+    if stage == "sft":
+        return [paths.student(s.name) / "sft" for s in cfg.students]
+    if stage == "eval":
+        return [paths.eval]
+    if stage == "report":
+        return [paths.report]
+    return []
+
+
+def _write_json(path, data) -> None:
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _check_same_config(cfg: RunConfig, paths: RunPaths, from_stage: str | None) -> None:
+    saved = paths.root / "config.yaml"
+    if saved.is_file() and from_stage is None:
+        from thinkfast.config import load_yaml
+
+        before, now = load_yaml(saved), json.loads(json.dumps(to_dict(cfg)))
+        before.pop("out_dir", None), now.pop("out_dir", None)  # a run directory may be moved
+        if before != now:
+            raise ThinkfastError(
+                f"{paths.root} holds a run made with a different config ({saved}); rerun with --from STAGE to redo "
+                "from the first stage the change affects, or choose another out_dir"
+            )
+
+
+def _eta(done_seconds: dict, remaining: list[str], timings_before: dict) -> float:
+    """Seconds left: last run's timings when known, else default weights scaled by this run's pace."""
+    if all(s in timings_before for s in remaining):
+        return sum(timings_before[s] for s in remaining)
+    measured = {s: t for s, t in done_seconds.items() if s in _DEFAULT_WEIGHTS}
+    pace = (sum(measured.values()) / sum(_DEFAULT_WEIGHTS[s] for s in measured)) if measured else 1.0
+    return sum(timings_before.get(s, _DEFAULT_WEIGHTS[s] * pace) for s in remaining)
+
+
+def run_pipeline(cfg: RunConfig, from_stage: str | None = None, until: str | None = None) -> dict:
+    for name, value in (("--from", from_stage), ("--until", until)):
+        if value is not None and value not in STAGES:
+            raise ThinkfastError(f"{name} {value!r} is not a stage; stages are {list(STAGES)}")
+    paths = RunPaths(cfg.out_dir)
+    _check_same_config(cfg, paths, from_stage)
+    paths.stages.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, paths.root / "config.yaml")
+    if from_stage is not None:
+        for stage in STAGES[STAGES.index(from_stage):]:
+            (paths.stages / f"{stage}.json").unlink(missing_ok=True)
+            for out in _outputs_of(stage, paths, cfg):
+                shutil.rmtree(out, ignore_errors=True)
+    timings_file = paths.stages / "timings.json"
+    timings_before = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    stop = STAGES.index(until) + 1 if until else len(STAGES)
+    results: dict = {}
+    done_seconds: dict = {}
+    start = time.time()
+    for index, stage in enumerate(STAGES[:stop]):
+        marker = paths.stages / f"{stage}.json"
+        header = f"[{index + 1}/{len(STAGES)}] {stage}"
+        if marker.is_file():
+            results[stage] = json.loads(marker.read_text())
+            print(f"{header}: cached ({marker})", flush=True)
+            continue
+        left = _eta(done_seconds, list(STAGES[index:stop]), timings_before)
+        print(f"{header}: running (elapsed {time.time() - start:.0f} s, about {left / 60:.1f} min left)", flush=True)
+        t0 = time.time()
+        results[stage] = STAGE_FUNCTIONS[stage](cfg, paths, results)
+        done_seconds[stage] = time.time() - t0
+        _write_json(marker, results[stage])
+        timings_before[stage] = done_seconds[stage]
+        _write_json(timings_file, timings_before)
+        print(f"{header}: done in {done_seconds[stage]:.0f} s", flush=True)
+    print(f"finished in {time.time() - start:.0f} s; outputs in {paths.root}")
+    return results
