@@ -111,6 +111,24 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     return ref.selective_state_update_ref(state, x, dt, A, B, C, D, z, dt_bias, softplus, state_indices)
 
 
+def mamba1_fused_step(z, x, B, C, dt, conv_state, conv_weight, conv_bias, state, A_log, D, dt_bias, head_dim,
+                      activation="silu", softplus=True, state_indices=None, *, backend: str | None = None):
+    """Mamba-1 decode step from the raw in_proj slices: conv + GQA expansion + state update, one launch."""
+    def ok():
+        from thinkfast.ops.triton.mamba1_decode import fused_supported
+
+        return fused_supported(x, B, C, state, A_log, conv_state, head_dim)
+
+    if _pick(backend, (z, x, B, C, dt, conv_state, conv_weight, conv_bias, state, A_log, D, dt_bias, state_indices),
+             ok, "mamba1_fused_step"):
+        from thinkfast.ops.triton.mamba1_decode import mamba1_fused_step as kernel
+
+        return kernel(z, x, B, C, dt, conv_state, conv_weight, conv_bias, state, A_log, D, dt_bias, head_dim,
+                      activation, softplus, state_indices)
+    return ref.mamba1_fused_step_ref(z, x, B, C, dt, conv_state, conv_weight, conv_bias, state, A_log, D, dt_bias,
+                                     head_dim, activation, softplus, state_indices)
+
+
 def causal_conv1d(x, weight, bias=None, activation=None, reset=None, initial_state=None, return_final_state=False,
                   *, backend: str | None = None):
     def ok():
