@@ -129,6 +129,29 @@ def mamba1_fused_step(z, x, B, C, dt, conv_state, conv_weight, conv_bias, state,
                                      head_dim, activation, softplus, state_indices)
 
 
+def add_rms_norm(h, delta, weight, eps, *, backend: str | None = None):
+    """Decode glue: (h + delta, RMSNorm(h + delta)) in one launch (delta may be None)."""
+    def ok():
+        return h.dim() == 2 and h.dtype in (torch.float32, torch.bfloat16, torch.float16)
+
+    if _pick(backend, (h, delta, weight), ok, "add_rms_norm"):
+        from thinkfast.ops.triton.decode_fused import add_rms_norm as kernel
+
+        return kernel(h, delta, weight, eps)
+    return ref.add_rms_norm_ref(h, delta, weight, eps)
+
+
+def silu_mul(g, u, *, backend: str | None = None):
+    def ok():
+        return g.shape == u.shape and g.dtype == u.dtype and g.dtype in (torch.float32, torch.bfloat16, torch.float16)
+
+    if _pick(backend, (g, u), ok, "silu_mul"):
+        from thinkfast.ops.triton.decode_fused import silu_mul as kernel
+
+        return kernel(g, u)
+    return ref.silu_mul_ref(g, u)
+
+
 def causal_conv1d(x, weight, bias=None, activation=None, reset=None, initial_state=None, return_final_state=False,
                   *, backend: str | None = None):
     def ok():

@@ -20,6 +20,8 @@ REP query heads of its kv channels instead of one block of d_inner channels.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -123,7 +125,12 @@ def fused_supported(x, B, C, state, A_log, conv_state, head_dim: int) -> bool:
 
 
 def _config(head_dim: int, rep: int, n: int) -> tuple[int, int]:
-    """(BLOCK_J, num_warps): tiles of ~2048 state elements (REP padded to a power of two)."""
+    """(BLOCK_J, num_warps): tiles of ~2048 state elements (REP padded to a power of two).
+    THINKFAST_MAMBA1_FUSED_CONFIG="block_j,num_warps" overrides it (tuning runs)."""
+    env = os.environ.get("THINKFAST_MAMBA1_FUSED_CONFIG")
+    if env:
+        bj, nw = (int(v) for v in env.split(","))
+        return min(bj, triton.next_power_of_2(head_dim)), nw
     rep_p = triton.next_power_of_2(rep)
     block_j = max(1, min(triton.next_power_of_2(head_dim), 2048 // (rep_p * n)))
     return block_j, 4
