@@ -10,6 +10,7 @@ from thinkfast.benchmarks.shapes import build_model
 out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
 plan = json.loads(sys.argv[2])
 hw = {"bandwidth": roofline.measure_copy_bandwidth(), "flops": roofline.measure_matmul_flops()}
+speed._cleanup()  # give the probes' buffers back, or the planner sees ~4 GB less (llama-3b B=256 then OOMs)
 res = {"gpu": torch.cuda.get_device_name(0), "hw": hw, "points": []}
 for name, batches in plan:
     model = build_model(name)
