@@ -3,6 +3,16 @@
 Run in a subprocess by the speed benchmark (so a compile failure, OOM or hang is recorded and
 never takes the benchmark down):  python -m thinkfast.benchmarks.peer '{"size": "1b", ...}'
 Prints one JSON line.  Decode-only time = time(generate G tokens) - time(generate 1 token).
+
+How it is compiled (route "hf", the default): transformers' own route — static cache plus
+`generation_config.compile_config`, under which `generate` compiles only the decode-step
+call (mode "reduce-overhead": CUDA graphs) and copies the logits out of the graph's output
+before the next replay.  The first version wrapped `model.forward` in torch.compile itself:
+`generate` then compiled that again, the uncompiled prefill and the cudagraph'd forward
+shared one cudagraph tree, and a later replay overwrote an output still in use
+("accessing tensor output of CUDAGraphs that has been overwritten by a subsequent run").
+Route "manual" (fallback if "hf" fails): our own torch.compile of the forward with
+auto-compile disabled, `cudagraph_mark_step_begin()` before every call and the logits cloned.
 """
 
 from __future__ import annotations
@@ -12,9 +22,9 @@ import sys
 import time
 
 
-def run(size: str, batch: int, prompt: int, gen: int) -> dict:
+def run(size: str, batch: int, prompt: int, gen: int, route: str = "hf") -> dict:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import CompileConfig, LlamaConfig, LlamaForCausalLM
 
     from thinkfast.benchmarks.shapes import COMMON, TEACHERS
 
@@ -29,7 +39,19 @@ def run(size: str, batch: int, prompt: int, gen: int) -> dict:
         model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
     model.generation_config.cache_implementation = "static"
     model.generation_config.pad_token_id = 0
-    model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+    if route == "hf":
+        model.generation_config.compile_config = CompileConfig(fullgraph=True, mode="reduce-overhead")
+    else:
+        model.generation_config.disable_compile = True
+        compiled = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+
+        def forward(*args, **kwargs):
+            torch.compiler.cudagraph_mark_step_begin()
+            out = compiled(*args, **kwargs)
+            out.logits = out.logits.clone()
+            return out
+
+        model.forward = forward
     ids = torch.randint(10, 1000, (batch, prompt), device="cuda")
     mask = torch.ones_like(ids)
 
@@ -49,17 +71,29 @@ def run(size: str, batch: int, prompt: int, gen: int) -> dict:
     t_prefill = timed(1)
     t_full = timed(gen)
     decode_s = max(t_full - t_prefill, 1e-9)
-    return {"ok": True, "decode_s": decode_s, "tokens_per_s": batch * (gen - 1) / decode_s, "prefill_s": t_prefill,
+    return {"ok": True, "route": route, "decode_s": decode_s, "tokens_per_s": batch * (gen - 1) / decode_s, "prefill_s": t_prefill,
             "compile_s": compile_s, "peak_memory_bytes": torch.cuda.max_memory_allocated()}
 
 
 def main() -> None:
     args = json.loads(sys.argv[1])
-    try:
-        result = run(**args)
-    except Exception as err:  # recorded by the caller, never fatal
-        result = {"ok": False, "error": f"{type(err).__name__}: {str(err)[:500]}",
-                  "oom": "out of memory" in str(err).lower()}
+    routes = [args.pop("route")] if "route" in args else ["hf", "manual"]
+    errors = []
+    result = {}
+    for route in routes:
+        try:
+            result = run(**args, route=route)
+            break
+        except Exception as err:  # recorded by the caller, never fatal
+            errors.append(f"{route}: {type(err).__name__}: {str(err)[:400]}")
+            result = {"ok": False, "error": " | ".join(errors), "oom": "out of memory" in str(err).lower()}
+            if result["oom"]:
+                break
+            import torch
+
+            torch.cuda.empty_cache()
+    if result.get("ok") and errors:
+        result["failed_routes"] = errors
     print("PEER_RESULT " + json.dumps(result), flush=True)
 
 

@@ -84,8 +84,16 @@ class Mamba1Mixer(nn.Module):
 
     def step(self, u: torch.Tensor, positions: torch.Tensor, state: dict[str, torch.Tensor], slots: torch.Tensor):
         """u (b, d_model) -> (b, d_model); updates conv and SSM state at `slots` in place."""
-        b = u.shape[0]
         z, x, B, C, dt = self._project(u)
+        if self.x_expand.proj is None and self.B_expand.proj is None:
+            # fixed GQA repeat: one fused launch (conv + expansion by index + state update + D + gate)
+            y = dispatch.mamba1_fused_step(
+                z, x, B, C, dt, state["conv"], self.conv1d.weight, self.conv1d.bias, state["ssm"], self.A_log,
+                self.D, self.dt_bias, self.x_expand.head_dim, activation=self.conv1d.activation, softplus=True,
+                state_indices=slots,
+            )
+            return self.out_proj(y)
+        b = u.shape[0]
         x = self.conv1d.step(x, state["conv"], slots)
         y = dispatch.selective_state_update(
             state["ssm"],
@@ -93,7 +101,7 @@ class Mamba1Mixer(nn.Module):
             dt,
             -torch.exp(self.A_log.float()),
             self.B_expand(B).view(b, self.groups, self.d_state),
-            C.view(b, self.groups, self.d_state),
+            C.reshape(b, self.groups, self.d_state),
             self.D,
             z,
             self.dt_bias,

@@ -26,6 +26,7 @@ from thinkfast.models.mamba1 import Mamba1Mixer
 from thinkfast.models.mamba2 import DiscreteMamba2Mixer, Mamba2Mixer
 from thinkfast.models.sequence import SequenceInfo
 from thinkfast.models.state import InferenceState
+from thinkfast.ops import dispatch
 
 MIXER_CLASSES = {
     "attention": AttentionMixer,
@@ -49,8 +50,12 @@ class DecoderLayer(nn.Module):
         return h + self.mlp(self.post_attention_layernorm(h))
 
     def step(self, h: torch.Tensor, positions: torch.Tensor, state, slots) -> torch.Tensor:
-        h = h + self.mixer.step(self.input_layernorm(h), positions, state, slots)
-        return h + self.mlp(self.post_attention_layernorm(h))
+        # same arithmetic as forward; on GPU each norm (with the residual add before it) and the
+        # MLP activation is one launch instead of ~7 eager kernels (decode_fused.py)
+        norm1, norm2 = self.input_layernorm, self.post_attention_layernorm
+        _, x = dispatch.add_rms_norm(h, None, norm1.weight, norm1.eps)
+        h, x = dispatch.add_rms_norm(h, self.mixer.step(x, positions, state, slots), norm2.weight, norm2.eps)
+        return h + self.mlp.step(x)
 
 
 class DecoderStack(nn.Module):
@@ -181,7 +186,8 @@ class ThinkfastForCausalLM(PreTrainedModel, GenerationMixin):
         for layer, layer_state in zip(self.model.layers, state.layers):
             h = layer.step(h, positions, layer_state, slots)
         state.lengths[slots] = positions + 1
-        return self.logits(self.model.norm(h))
+        norm = self.model.norm
+        return self.logits(dispatch.add_rms_norm(h, None, norm.weight, norm.eps)[1])
 
     # --------------------------------------------------------------- helpers
     def cast_ssm_params_fp32(self) -> "ThinkfastForCausalLM":

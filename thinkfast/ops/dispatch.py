@@ -111,6 +111,47 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     return ref.selective_state_update_ref(state, x, dt, A, B, C, D, z, dt_bias, softplus, state_indices)
 
 
+def mamba1_fused_step(z, x, B, C, dt, conv_state, conv_weight, conv_bias, state, A_log, D, dt_bias, head_dim,
+                      activation="silu", softplus=True, state_indices=None, *, backend: str | None = None):
+    """Mamba-1 decode step from the raw in_proj slices: conv + GQA expansion + state update, one launch."""
+    def ok():
+        from thinkfast.ops.triton.mamba1_decode import fused_supported
+
+        return fused_supported(x, B, C, state, A_log, conv_state, head_dim)
+
+    if _pick(backend, (z, x, B, C, dt, conv_state, conv_weight, conv_bias, state, A_log, D, dt_bias, state_indices),
+             ok, "mamba1_fused_step"):
+        from thinkfast.ops.triton.mamba1_decode import mamba1_fused_step as kernel
+
+        return kernel(z, x, B, C, dt, conv_state, conv_weight, conv_bias, state, A_log, D, dt_bias, head_dim,
+                      activation, softplus, state_indices)
+    return ref.mamba1_fused_step_ref(z, x, B, C, dt, conv_state, conv_weight, conv_bias, state, A_log, D, dt_bias,
+                                     head_dim, activation, softplus, state_indices)
+
+
+def add_rms_norm(h, delta, weight, eps, *, backend: str | None = None):
+    """Decode glue: (h + delta, RMSNorm(h + delta)) in one launch (delta may be None)."""
+    def ok():
+        return h.dim() == 2 and h.dtype in (torch.float32, torch.bfloat16, torch.float16)
+
+    if _pick(backend, (h, delta, weight), ok, "add_rms_norm"):
+        from thinkfast.ops.triton.decode_fused import add_rms_norm as kernel
+
+        return kernel(h, delta, weight, eps)
+    return ref.add_rms_norm_ref(h, delta, weight, eps)
+
+
+def silu_mul(g, u, *, backend: str | None = None):
+    def ok():
+        return g.shape == u.shape and g.dtype == u.dtype and g.dtype in (torch.float32, torch.bfloat16, torch.float16)
+
+    if _pick(backend, (g, u), ok, "silu_mul"):
+        from thinkfast.ops.triton.decode_fused import silu_mul as kernel
+
+        return kernel(g, u)
+    return ref.silu_mul_ref(g, u)
+
+
 def causal_conv1d(x, weight, bias=None, activation=None, reset=None, initial_state=None, return_final_state=False,
                   *, backend: str | None = None):
     def ok():

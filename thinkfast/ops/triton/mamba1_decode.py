@@ -1,0 +1,177 @@
+"""Fused Mamba-1 decode step (hybrid students, GQA-shaped x and B): one launch per layer.
+
+Same function as `mamba1_fused_step_ref`.  Inputs are the raw in_proj slices (views of one
+(b, W) buffer, no copies) and dt_proj's output:
+    z, C (b, d_inner); x, B (b, d_xb = n_kv * hd); dt (b, d_inner);
+    conv_state (pool, d_xb, K-1) rolled in place; state (pool, d_inner, N) fp32 in place;
+    A_log (d_inner, N), D, dt_bias (d_inner,) fp32; conv weight (d_xb, K), bias (d_xb,).
+In one program, for one batch row, one kv head and BLOCK_J of its hd channels:
+    conv step + SiLU of x (the conv state is read once and written once),
+    then for each of the REP query heads sharing that kv head (a (REP, BLOCK_J, N) tile):
+    dt softplus, A = -exp(A_log) (recomputed in registers: it costs no memory traffic that
+    loading a cached A would not), decay, the GQA expansion of x and B by *indexing*
+    (query head h reads kv head h // REP; channel i's B/C group is i // N), state update,
+    C contraction, D skip and z gate.
+What this replaces per layer: the conv kernel, two head-expansion copies, the A = -exp(A_log)
+kernels and the state-update kernel (and their reads and writes of the intermediates).
+A kv head's conv must run once (it rolls the conv state), which is why a program owns all
+REP query heads of its kv channels instead of one block of d_inner channels.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from thinkfast.ops.triton._common import is_pow2, softplus
+
+
+@triton.jit
+def _mamba1_fused_step_kernel(
+    z_ptr, x_ptr, B_ptr, C_ptr, dt_ptr,
+    conv_ptr, cw_ptr, cb_ptr,
+    state_ptr, alog_ptr, D_ptr, bias_ptr, idx_ptr, y_ptr,
+    s_z, s_x, s_B, s_C, s_dt, s_y,
+    s_cs_p, s_cs_c, s_cs_k, s_cw_c,
+    s_st_p,
+    HD: tl.constexpr, REP: tl.constexpr, REP_P: tl.constexpr, N: tl.constexpr,
+    K: tl.constexpr, KP: tl.constexpr, BLOCK_J: tl.constexpr,
+    HAS_CB: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+    SOFTPLUS: tl.constexpr, SILU: tl.constexpr, HAS_IDX: tl.constexpr,
+):
+    pid_b = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    NJ: tl.constexpr = (HD + BLOCK_J - 1) // BLOCK_J
+    kv = pid_c // NJ
+    j = (pid_c % NJ) * BLOCK_J + tl.arange(0, BLOCK_J)
+    jm = j < HD
+    if HAS_IDX:
+        row = tl.load(idx_ptr + pid_b).to(tl.int64)
+    else:
+        row = pid_b.to(tl.int64)
+    b64 = pid_b.to(tl.int64)
+
+    # ---- conv step on the kv channels c = kv*HD + j (state: K-1 previous inputs, oldest first)
+    c = kv * HD + j
+    k = tl.arange(0, KP)
+    kmask = jm[:, None] & (k < K - 1)[None, :]
+    cs = conv_ptr + row * s_cs_p + c[:, None] * s_cs_c + k[None, :] * s_cs_k
+    old = tl.load(cs, mask=kmask, other=0.0)
+    nxt = tl.load(cs + s_cs_k, mask=jm[:, None] & (k < K - 2)[None, :], other=0.0)
+    xraw = tl.load(x_ptr + b64 * s_x + c, mask=jm, other=0.0)
+    w = tl.load(cw_ptr + c[:, None] * s_cw_c + k[None, :], mask=kmask, other=0.0).to(tl.float32)
+    acc = tl.sum(old.to(tl.float32) * w, axis=1)
+    acc += xraw.to(tl.float32) * tl.load(cw_ptr + c * s_cw_c + (K - 1), mask=jm, other=0.0).to(tl.float32)
+    if HAS_CB:
+        acc += tl.load(cb_ptr + c, mask=jm, other=0.0).to(tl.float32)
+    rolled = tl.where((k == K - 2)[None, :], xraw[:, None].to(conv_ptr.dtype.element_ty), nxt)
+    tl.store(cs, rolled, mask=kmask)
+    if SILU:
+        acc = acc * tl.sigmoid(acc)
+    xc = acc.to(x_ptr.dtype.element_ty).to(tl.float32)  # the conv output is rounded to x's dtype
+
+    # ---- B of channel j (kv head kv, group j // N), shared by the REP query heads
+    n = tl.arange(0, N)
+    grp_off = (j // N) * N  # offset of channel j's group inside its head
+    Bv = tl.load(B_ptr + b64 * s_B + kv * HD + grp_off[:, None] + n[None, :], mask=jm[:, None],
+                 other=0.0).to(tl.float32)  # (BLOCK_J, N)
+
+    # ---- the REP query heads h = kv*REP + r as one (REP_P, BLOCK_J, N) tile
+    r = tl.arange(0, REP_P)
+    head = kv * REP + r
+    m2 = (r < REP)[:, None] & jm[None, :]
+    m3 = m2[:, :, None]
+    i2 = head[:, None] * HD + j[None, :]  # d_inner channels (REP_P, BLOCK_J)
+    i3 = i2[:, :, None] * N + n[None, None, :]
+    st_ptrs = state_ptr + row * s_st_p + i3
+    hs = tl.load(st_ptrs, mask=m3, other=0.0).to(tl.float32)
+    dtv = tl.load(dt_ptr + b64 * s_dt + i2, mask=m2, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        dtv += tl.load(bias_ptr + i2, mask=m2, other=0.0).to(tl.float32)
+    if SOFTPLUS:
+        dtv = softplus(dtv)
+    A = -tl.exp(tl.load(alog_ptr + i3, mask=m3, other=0.0).to(tl.float32))
+    c_off = head[:, None, None] * HD + grp_off[None, :, None] + n[None, None, :]
+    Cv = tl.load(C_ptr + b64 * s_C + c_off, mask=m3, other=0.0).to(tl.float32)
+    dt3 = dtv[:, :, None]
+    hs = tl.exp(dt3 * A) * hs + (dt3 * xc[None, :, None]) * Bv[None, :, :]
+    tl.store(st_ptrs, hs.to(state_ptr.dtype.element_ty), mask=m3)
+    yv = tl.sum(hs * Cv, axis=2)  # (REP_P, BLOCK_J)
+    if HAS_D:
+        yv += tl.load(D_ptr + i2, mask=m2, other=0.0).to(tl.float32) * xc[None, :]
+    if HAS_Z:
+        zv = tl.load(z_ptr + b64 * s_z + i2, mask=m2, other=0.0).to(tl.float32)
+        yv = yv * zv * tl.sigmoid(zv)
+    tl.store(y_ptr + b64 * s_y + i2, yv.to(y_ptr.dtype.element_ty), mask=m2)
+
+
+def fused_supported(x, B, C, state, A_log, conv_state, head_dim: int) -> bool:
+    d_xb, d_inner = x.shape[-1], C.shape[-1]
+    n = A_log.shape[-1]
+    return (
+        x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+        and state.dtype == torch.float32
+        and state.is_contiguous()
+        and is_pow2(n)
+        and head_dim % n == 0
+        and d_xb % head_dim == 0
+        and d_inner % d_xb == 0
+        and B.shape[-1] == d_xb
+        and conv_state.shape[-1] >= 1
+    )
+
+
+def _config(head_dim: int, rep: int, n: int) -> tuple[int, int]:
+    """(BLOCK_J, num_warps): BLOCK_J = 16 channels of each of the REP (padded to a power of two)
+    query heads, 2 warps.  H200 sweep at the 3B shape (tune_decode, 2026-11-21): 46.8 us at B=256
+    (56% of copy bandwidth counting the fused op's traffic), 88.8 us at B=512 (59%); (32, 4) is
+    within 1% at 512 and 20% slower at 256.
+    THINKFAST_MAMBA1_FUSED_CONFIG="block_j,num_warps" overrides it (tuning runs)."""
+    env = os.environ.get("THINKFAST_MAMBA1_FUSED_CONFIG")
+    if env:
+        bj, nw = (int(v) for v in env.split(","))
+        return min(bj, triton.next_power_of_2(head_dim)), nw
+    return min(16, triton.next_power_of_2(head_dim)), 2
+
+
+def mamba1_fused_step(z, x, B, C, dt, conv_state, conv_weight, conv_bias, state, A_log, D, dt_bias,
+                      head_dim: int, activation: str | None = "silu", softplus: bool = True,
+                      state_indices=None, block_j: int | None = None, num_warps: int | None = None):
+    """Triton fused decode step; arguments and result as `mamba1_fused_step_ref`."""
+    bsz, d_xb = x.shape
+    d_inner = C.shape[-1]
+    n = A_log.shape[-1]
+    K = conv_weight.shape[-1]
+    n_kv = d_xb // head_dim
+    rep = d_inner // d_xb
+    if not state.is_contiguous():
+        raise ValueError("the state pool must be contiguous (it is updated in place)")
+    for t in (z, x, B, C, dt):
+        if t is not None and t.stride(-1) != 1:
+            raise ValueError("z, x, B, C, dt need a unit last-dim stride")
+    y = torch.empty(bsz, d_inner, device=x.device, dtype=x.dtype)
+    bj, nw = _config(head_dim, rep, n)
+    block_j = block_j or bj
+    num_warps = num_warps or nw
+    A_log = A_log.contiguous()
+    conv_weight = conv_weight.contiguous()
+    idx = state_indices.contiguous() if state_indices is not None else None
+    grid = (bsz, n_kv * triton.cdiv(head_dim, block_j))
+    _mamba1_fused_step_kernel[grid](
+        z if z is not None else x, x, B, C, dt,
+        conv_state, conv_weight, conv_bias if conv_bias is not None else conv_weight,
+        state, A_log, D if D is not None else A_log, dt_bias if dt_bias is not None else A_log,
+        idx if idx is not None else x, y,
+        z.stride(0) if z is not None else 0, x.stride(0), B.stride(0), C.stride(0), dt.stride(0), y.stride(0),
+        conv_state.stride(0), conv_state.stride(1), conv_state.stride(2), conv_weight.stride(0),
+        state.stride(0),
+        HD=head_dim, REP=rep, REP_P=triton.next_power_of_2(rep), N=n, K=K,
+        KP=max(2, triton.next_power_of_2(K - 1)), BLOCK_J=block_j,
+        HAS_CB=conv_bias is not None, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None,
+        SOFTPLUS=bool(softplus), SILU=activation == "silu", HAS_IDX=idx is not None,
+        num_warps=num_warps,
+    )
+    return y
