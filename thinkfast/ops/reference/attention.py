@@ -37,11 +37,15 @@ def decode_attention_ref(
     slots: torch.Tensor,  # (b,) which pool rows
     context_lengths: torch.Tensor,  # (b,) tokens to attend to (new token included)
 ) -> torch.Tensor:
+    if q.device.type == "cpu":  # the CPU decode path: read only up to the longest live context
+        longest = int(context_lengths.max())
+        k_cache, v_cache = k_cache[:, :, :longest], v_cache[:, :, :longest]
     k = k_cache[slots]  # (b, Hkv, T, d)
     v = v_cache[slots]
-    n_rep = q.shape[1] // k.shape[1]
-    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
-    T = k.shape[2]
-    mask = torch.arange(T, device=q.device)[None, :] < context_lengths[:, None]  # (b, T)
-    out = F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=mask[:, None, None])
-    return out[:, :, 0]  # (b, H, d)
+    b, kv_heads, T, d = k.shape
+    qg = q.view(b, kv_heads, q.shape[1] // kv_heads, d)  # query heads grouped by the kv head they read
+    scores = torch.einsum("bgrd,bgtd->bgrt", qg.float(), k.float()) * d**-0.5
+    live = torch.arange(T, device=q.device)[None, :] < context_lengths[:, None]  # (b, T)
+    scores = scores.masked_fill(~live[:, None, None, :], float("-inf"))
+    out = torch.einsum("bgrt,bgtd->bgrd", scores.softmax(-1), v.float())
+    return out.reshape(b, q.shape[1], d).to(q.dtype)  # (b, H, d)
