@@ -51,13 +51,17 @@ def selective_scan_ref(
     Cx = _expand_groups(up(C), d)  # (b, l, d, n)
     xf = up(x)
     h = x.new_zeros(b, d, n, dtype=state_dtype(x)) if initial_state is None else up(initial_state).clone()
+    # unbind once: indexing [:, t] inside the loop would make backward O(l^2) (a full-size zero
+    # gradient per step); unbind's backward is one stack
+    steps = zip(delta.unbind(1), xf.unbind(1), Bx.unbind(1), Cx.unbind(1))
+    keep = (~reset).unbind(1) if reset is not None else [None] * l
+    A_f = up(A)
     ys = []
-    for t in range(l):
-        if reset is not None:
-            h = h * (~reset[:, t]).float()[:, None, None]
-        decay = torch.exp(delta[:, t, :, None] * up(A))  # (b, d, n)
-        h = decay * h + (delta[:, t] * xf[:, t])[:, :, None] * Bx[:, t]
-        ys.append((h * Cx[:, t]).sum(-1))  # (b, d)
+    for (d_t, x_t, B_t, C_t), keep_t in zip(steps, keep):
+        if keep_t is not None:
+            h = h * keep_t.to(h.dtype)[:, None, None]
+        h = torch.exp(d_t[:, :, None] * A_f) * h + (d_t * x_t)[:, :, None] * B_t  # (b, d, n)
+        ys.append((h * C_t).sum(-1))  # (b, d)
     y = torch.stack(ys, dim=1)  # (b, l, d)
     if D is not None:
         y = y + up(D) * xf

@@ -36,10 +36,10 @@ def ssd_sequential_ref(
     n = B.shape[-1]
     S = x.new_zeros(b, h, n, p, dtype=state_dtype(x)) if initial_state is None else up(initial_state).clone()
     gf = _apply_reset_to_log_decay(up(g), reset)
-    ys = []
-    for t in range(l):
-        S = torch.exp(gf[:, t])[:, :, None, None] * S + up(B[:, t])[..., :, None] * up(x[:, t])[..., None, :]
-        ys.append(torch.einsum("bhn,bhnp->bhp", up(C[:, t]), S))
+    ys = []  # unbind once: per-step indexing would make backward O(l^2)
+    for g_t, x_t, B_t, C_t in zip(gf.unbind(1), up(x).unbind(1), up(B).unbind(1), up(C).unbind(1)):
+        S = torch.exp(g_t)[:, :, None, None] * S + B_t[..., :, None] * x_t[..., None, :]
+        ys.append(torch.einsum("bhn,bhnp->bhp", C_t, S))
     y = torch.stack(ys, dim=1).to(x.dtype)  # (b, l, h, p)
     return (y, S) if return_final_state else y
 
