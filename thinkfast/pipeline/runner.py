@@ -65,7 +65,9 @@ def _eta(done_seconds: dict, remaining: list[str], timings_before: dict) -> floa
     if all(s in timings_before for s in remaining):
         return sum(timings_before[s] for s in remaining)
     measured = {s: t for s, t in done_seconds.items() if s in _DEFAULT_WEIGHTS}
-    pace = (sum(measured.values()) / sum(_DEFAULT_WEIGHTS[s] for s in measured)) if measured else 1.0
+    pace = 1.0  # this machine against the reference CPU, trusted once a minute of work has been seen
+    if sum(measured.values()) >= 60:
+        pace = min(4.0, max(0.25, sum(measured.values()) / sum(_DEFAULT_WEIGHTS[s] for s in measured)))
     return sum(timings_before.get(s, _DEFAULT_WEIGHTS[s] * pace) for s in remaining)
 
 
