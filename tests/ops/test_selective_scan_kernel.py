@@ -73,14 +73,14 @@ def check(inputs, reset, dtype, tol=None, **kernel_kwargs):
 @pytest.mark.parametrize("h0", [False, True])
 @pytest.mark.parametrize("resets", [False, True])
 def test_scan_matches_reference(dtype, d, groups, l, h0, resets):
-    # l = 21: default config (several chunks at this tiny size, last one partial);
+    # l = 21: sub-tile 16, default chunk length (2 chunks at this tiny size, last one partial);
     # l = 48: 4 chunks of 3 sub-tiles each (chunk-parallel combine forward and backward)
-    kw = {} if l == 21 else dict(chunk_size=4, chunk_len=12)
+    kw = dict(chunk_size=16) if l == 21 else dict(chunk_size=4, chunk_len=12)
     inputs, reset = make_inputs(2, l, d, groups, 16, dtype, h0, resets)
     check(inputs, reset, dtype, **kw)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32])
 @pytest.mark.parametrize("chunk_size,chunk_len", [(32, 32), (4, 4), (8, 24)])
 def test_scan_chunkings(dtype, chunk_size, chunk_len):
     """One chunk (no combine), one sub-tile per chunk, and chunks longer than what is left."""

@@ -389,8 +389,8 @@ def _config(cpg: int, n: int, length: int, batch: int, groups: int, chunk_size=N
     """(T, CL, num_warps): sub-tile T (power of two; the (T, CPG, N) tile lives in registers),
     chunk length CL (a multiple of T: one program per chunk) and warps.
 
-    Defaults (tuned on an H200 at the 3B shape, see docs/kernels.md): T*CPG*N = 4096 tile
-    elements, 4 warps, and CL = 8 sub-tiles, shortened until there are enough programs
+    Defaults (the best of a sweep on an H200 at the 3B shape, see docs/kernels.md):
+    T*CPG*N = 2048 tile elements (T = 8 at CPG = N = 16), 2 warps, and CL = 8 sub-tiles, shortened until there are enough programs
     to fill the GPU.  Overrides: arguments, or THINKFAST_SCAN_CHUNK / THINKFAST_SCAN_CHUNK_LEN
     / THINKFAST_SCAN_WARPS.
     """
@@ -398,7 +398,7 @@ def _config(cpg: int, n: int, length: int, batch: int, groups: int, chunk_size=N
     chunk_len = chunk_len or _env_int("THINKFAST_SCAN_CHUNK_LEN")
     num_warps = num_warps or _env_int("THINKFAST_SCAN_WARPS")
     if chunk_size is None:
-        chunk_size = max(2, min(64, triton.next_power_of_2(max(1, 4096 // (cpg * n)))))
+        chunk_size = max(2, min(64, triton.next_power_of_2(max(1, 2048 // (cpg * n)))))
     if not is_pow2(chunk_size):
         raise ValueError(f"chunk_size must be a power of two, got {chunk_size}")
     if chunk_len is None:
@@ -410,7 +410,8 @@ def _config(cpg: int, n: int, length: int, batch: int, groups: int, chunk_size=N
     if chunk_len % chunk_size:
         raise ValueError(f"chunk_len ({chunk_len}) must be a multiple of chunk_size ({chunk_size})")
     if num_warps is None:
-        num_warps = 4 if chunk_size * cpg * n <= 4096 else 8
+        tile = chunk_size * cpg * n
+        num_warps = 2 if tile <= 2048 else (4 if tile <= 4096 else 8)
     return chunk_size, chunk_len, num_warps
 
 
