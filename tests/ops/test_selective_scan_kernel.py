@@ -38,9 +38,12 @@ def run_both(inputs, reset, dtype, backend_kwargs=None, seed=1):
     results = []
     for fn in ("kernel", "ref"):
         leaves = {k: (v.detach().clone().requires_grad_(True) if v is not None else None) for k, v in inputs.items()}
-        if fn == "kernel":
-            y, hT = dispatch.selective_scan(**leaves, reset=reset, return_final_state=True, backend="triton",
-                                            **(backend_kwargs or {}))
+        if fn == "kernel" and backend_kwargs:
+            from thinkfast.ops.triton.selective_scan import selective_scan as kernel
+
+            y, hT = kernel(**leaves, reset=reset, return_final_state=True, **backend_kwargs)
+        elif fn == "kernel":
+            y, hT = dispatch.selective_scan(**leaves, reset=reset, return_final_state=True, backend="triton")
         else:
             y, hT = selective_scan_ref(**leaves, reset=reset, return_final_state=True)
         gen = torch.Generator().manual_seed(seed)
@@ -53,9 +56,9 @@ def run_both(inputs, reset, dtype, backend_kwargs=None, seed=1):
     return results
 
 
-def check(inputs, reset, dtype, tol=None):
+def check(inputs, reset, dtype, tol=None, **kernel_kwargs):
     tol = tol or TOL[dtype]
-    (k_out, k_grads), (r_out, r_grads) = run_both(inputs, reset, dtype)
+    (k_out, k_grads), (r_out, r_grads) = run_both(inputs, reset, dtype, kernel_kwargs)
     assert k_out[0].dtype == dtype
     assert_close("y", k_out[0], r_out[0], tol)
     assert_close("final_state", k_out[1], r_out[1], tol)
@@ -70,8 +73,19 @@ def check(inputs, reset, dtype, tol=None):
 @pytest.mark.parametrize("h0", [False, True])
 @pytest.mark.parametrize("resets", [False, True])
 def test_scan_matches_reference(dtype, d, groups, l, h0, resets):
+    # l = 21: sub-tile 16, default chunk length (2 chunks at this tiny size, last one partial);
+    # l = 48: 4 chunks of 3 sub-tiles each (chunk-parallel combine forward and backward)
+    kw = dict(chunk_size=16) if l == 21 else dict(chunk_size=4, chunk_len=12)
     inputs, reset = make_inputs(2, l, d, groups, 16, dtype, h0, resets)
-    check(inputs, reset, dtype)
+    check(inputs, reset, dtype, **kw)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32])
+@pytest.mark.parametrize("chunk_size,chunk_len", [(32, 32), (4, 4), (8, 24)])
+def test_scan_chunkings(dtype, chunk_size, chunk_len):
+    """One chunk (no combine), one sub-tile per chunk, and chunks longer than what is left."""
+    inputs, reset = make_inputs(2, 29, 32, 2, 16, dtype, True, True, seed=5)
+    check(inputs, reset, dtype, chunk_size=chunk_size, chunk_len=chunk_len)
 
 
 def test_scan_without_optional_inputs_and_without_softplus():

@@ -81,3 +81,50 @@ def test_fla_gpu_matches_reference(dtype, h0, resets):
     gr = torch.autograd.grad((yr.float() * gy.float()).sum() + hr.sum(), [t for t in ref_leaves if t is not None])
     for name, a, r in zip(["dx", "dg", "dB", "dC", "dinit"], gk, gr):
         assert_close(name, a, r, tol * 2)
+
+
+@pytest.mark.parametrize("h0,resets", [(False, False), (True, True)])
+def test_fla_forward_reference_backward_fallback(monkeypatch, h0, resets):
+    """Where fla's backward is refused (Hopper + Triton 3.4..3.7.0), the forward still runs
+    through the chunk function without autograd and the gradients come from the reference."""
+    monkeypatch.setenv("THINKFAST_SSD_BWD", "reference")
+    calls = []
+
+    def recording_chunk_fn(*args, **kwargs):
+        calls.append(torch.is_grad_enabled())
+        return fake_chunk_simple_gla(*args, **kwargs)
+
+    x, g, B, C, init, reset = inputs(2, 19, 2, 4, 5, h0, resets)
+    leaves = [t.clone().requires_grad_(True) if t is not None else None for t in (x, g, B, C, init)]
+    y, ht = ssd_fla(*leaves[:4], leaves[4], reset, True, chunk_fn=recording_chunk_fn)
+    assert calls == [False], "the fla forward must run once, outside autograd"
+    ref_leaves = [t.clone().requires_grad_(True) if t is not None else None for t in (x, g, B, C, init)]
+    yr, hr = ssd_sequential_ref(*ref_leaves[:4], ref_leaves[4], reset, True)
+    assert_close("y", y, yr, 1e-5)
+    assert_close("final_state", ht, hr, 1e-5)
+    gy = torch.randn_like(y)
+    gk = torch.autograd.grad((y * gy).sum() + ht.sum(), [t for t in leaves if t is not None])
+    gr = torch.autograd.grad((yr * gy).sum() + hr.sum(), [t for t in ref_leaves if t is not None],
+                             retain_graph=True)
+    for name, a, r in zip(["dx", "dg", "dB", "dC", "dinit"], gk, gr):
+        assert_close(name, a, r, 1e-5)
+    # only y used: no gradient through the final state
+    y2 = ssd_fla(*leaves[:4], leaves[4], reset, False, chunk_fn=recording_chunk_fn)
+    gk2 = torch.autograd.grad((y2 * gy).sum(), leaves[0])
+    gr2 = torch.autograd.grad((yr * gy).sum(), ref_leaves[0])
+    assert_close("dx (y only)", gk2[0], gr2[0], 1e-5)
+    # inference: no autograd Function, fla forward only
+    calls.clear()
+    with torch.no_grad():
+        ssd_fla(x, g, B, C, init, reset, False, chunk_fn=recording_chunk_fn)
+    assert calls == [False]
+
+
+def test_fla_backward_prediction(monkeypatch):
+    from thinkfast.ops.triton import ssd_fla as mod
+
+    assert mod._version_tuple("3.6.0") == (3, 6, 0) and mod._version_tuple("3.7.1+git123") == (3, 7, 1)
+    monkeypatch.setenv("THINKFAST_SSD_BWD", "fla")
+    assert mod.fla_backward_ok(torch.device("cuda", 0))
+    monkeypatch.setenv("THINKFAST_SSD_BWD", "auto")
+    assert mod.fla_backward_ok(torch.device("cpu"))

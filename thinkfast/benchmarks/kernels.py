@@ -220,7 +220,8 @@ def _bench_ssd(shape, batch, l, device, timer, copy_gbs, dtype):
 def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.bfloat16, scan_configs=()):
     """3B layer: scan fwd+bwd vs in_proj + out_proj matmuls fwd+bwd (SPEC 1.2 dimensions).
 
-    `scan_configs`: extra (chunk, num_warps) pairs to time (the default config is always timed)."""
+    `scan_configs`: extra (sub-tile, num_warps, chunk length or None) to time (the default config is always
+    timed)."""
     from thinkfast.ops.triton.selective_scan import selective_scan
 
     shape = SHAPES["3b"]
@@ -253,18 +254,27 @@ def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.b
         selective_scan(**t).backward(gy)
 
     scan_ms = timer(fwd_bwd)
+    with torch.no_grad():
+        scan_fwd_ms = timer(lambda: selective_scan(**t))
     sweep = []
-    for chunk, warps in scan_configs:
-        def fb(chunk=chunk, warps=warps):
-            selective_scan(**t, chunk_size=chunk, chunk_size_bwd=chunk, num_warps=warps).backward(gy)
+    for cfg in scan_configs:
+        chunk, warps, clen = (tuple(cfg) + (None,))[:3]
+
+        def fb(chunk=chunk, warps=warps, clen=clen):
+            selective_scan(**t, chunk_size=chunk, chunk_len=clen, num_warps=warps).backward(gy)
+
+        def fw(chunk=chunk, warps=warps, clen=clen):
+            with torch.no_grad():
+                selective_scan(**t, chunk_size=chunk, chunk_len=clen, num_warps=warps)
         try:
-            sweep.append(dict(chunk=chunk, num_warps=warps, scan_fwd_bwd_ms=round(timer(fb), 4)))
+            sweep.append(dict(chunk=chunk, num_warps=warps, chunk_len=clen, scan_fwd_ms=round(timer(fw), 4),
+                              scan_fwd_bwd_ms=round(timer(fb), 4)))
         except Exception as err:  # e.g. out of registers / shared memory: recorded, not fatal
-            sweep.append(dict(chunk=chunk, num_warps=warps, error=repr(err)[:300]))
+            sweep.append(dict(chunk=chunk, num_warps=warps, chunk_len=clen, error=repr(err)[:300]))
     return dict(batch=batch, length=length, shape="3b", in_proj=f"{dm}->{proj_out}", out_proj=f"{d}->{dm}",
                 scan_config_sweep=sweep,
                 matmul_fwd_bwd_ms=round(mm_ms, 4), matmul_tflops=round(flops / (mm_ms * 1e-3) / 1e12, 1),
-                scan_fwd_bwd_ms=round(scan_ms, 4), scan_over_matmul=round(scan_ms / mm_ms, 3),
+                scan_fwd_ms=round(scan_fwd_ms, 4), scan_fwd_bwd_ms=round(scan_ms, 4), scan_over_matmul=round(scan_ms / mm_ms, 3),
                 target_met=scan_ms < mm_ms)
 
 
@@ -312,13 +322,19 @@ def markdown(result) -> str:
     c = result.get("training_comparison")
     if c:
         lines += ["", "## Scan vs projections (3B layer, training step)", "",
-                  f"batch {c['batch']}, length {c['length']}: scan fwd+bwd {c['scan_fwd_bwd_ms']} ms vs "
+                  f"batch {c['batch']}, length {c['length']}: scan fwd {c.get('scan_fwd_ms')} ms, "
+                  f"fwd+bwd {c['scan_fwd_bwd_ms']} ms vs "
                   f"in_proj ({c['in_proj']}) + out_proj ({c['out_proj']}) matmuls fwd+bwd {c['matmul_fwd_bwd_ms']} ms "
                   f"({c['matmul_tflops']} TFLOP/s): ratio {c['scan_over_matmul']}, "
                   f"target (< 1) {'met' if c['target_met'] else 'MISSED'}."]
         for sw in c.get("scan_config_sweep", []):
-            lines.append(f"- scan chunk {sw['chunk']}, {sw['num_warps']} warps: "
-                         f"{sw.get('scan_fwd_bwd_ms', sw.get('error'))} ms")
+            clen = sw.get("chunk_len") or "default"
+            if "error" in sw:
+                lines.append(f"- scan sub-tile {sw['chunk']}, {sw['num_warps']} warps, chunk length {clen}: "
+                             f"error {sw['error']}")
+            else:
+                lines.append(f"- scan sub-tile {sw['chunk']}, {sw['num_warps']} warps, chunk length {clen}: "
+                             f"fwd {sw['scan_fwd_ms']} ms, fwd+bwd {sw['scan_fwd_bwd_ms']} ms")
     decode = [r for r in result["rows"] if r.get("kernel") == "mamba1_step" and r.get("shape") == "3b"
               and r.get("batch", 0) >= 256]
     if decode:

@@ -15,16 +15,19 @@ def _ints(text: str) -> list[int]:
         raise ThinkfastError(f"expected comma-separated integers, got {text!r}") from err
 
 
-def _configs(text: str) -> list[tuple[int, int]]:
+def _configs(text: str) -> list[tuple[int, int, int | None]]:
     out = []
     for item in (v.strip() for v in text.split(",")):
         if not item:
             continue
         try:
-            chunk, warps = item.lower().split("x")
-            out.append((int(chunk), int(warps)))
+            parts = [int(v) for v in item.lower().split("x")]
+            if len(parts) not in (2, 3):
+                raise ValueError(item)
+            out.append((parts[0], parts[1], parts[2] if len(parts) == 3 else None))
         except ValueError as err:
-            raise ThinkfastError(f"--scan-configs items look like 16x8 (chunk x warps), got {item!r}") from err
+            raise ThinkfastError(f"--scan-configs items look like 16x4 or 16x4x128 (sub-tile x warps [x chunk "
+                                 f"length]), got {item!r}") from err
     return out
 
 
@@ -42,8 +45,9 @@ def register(subparsers) -> None:
     p.add_argument("--scan-batch", type=int, default=4, help="batch for the sequence kernels")
     p.add_argument("--no-ssd", action="store_true", help="skip the fla SSD timings")
     p.add_argument("--no-compare", action="store_true", help="skip scan vs in/out_proj matmul comparison")
-    p.add_argument("--scan-configs", default="8x4,16x4,16x8,32x8",
-                   help="extra scan (chunk x num_warps) configs timed in the 3B comparison; '' for none")
+    p.add_argument("--scan-configs", default="8x4x64,16x4x64,16x4x256,16x8x128,32x8x128",
+                   help="extra scan configs timed in the 3B comparison: sub-tile x num_warps [x chunk length "
+                        "(time steps per program)]; '' for none")
     p.add_argument("--allow-cpu", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_run)
 

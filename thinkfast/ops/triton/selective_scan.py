@@ -2,23 +2,31 @@
 
 Same function as `thinkfast.ops.reference.selective_scan_ref`.
 
-Work split: one program per (B/C group, sequence).  A program owns the CPG channels of
-its group (CPG = d_inner / G, 16 for the SPEC shapes) and keeps their (CPG, N) fp32
-state in registers while it walks the sequence in chunks of T time steps.  Inside a
-chunk the linear recurrence h_t = a_t h_{t-1} + u_t is solved for the whole
-(T, CPG, N) tile at once with `tl.associative_scan` over time, then the state
-entering the chunk is folded in: h_t = (prod_{s<=t} a_s) h_in + h~_t.
+Chunk-parallel over time (see docs/kernels.md for the figures).  The sequence is cut into
+chunks of CL steps; one program owns (B/C group, sequence, chunk), i.e. the CPG channels of
+one group (16 at the SPEC shapes) for CL steps, and solves the recurrence
+h_t = a_t h_{t-1} + u_t over sub-tiles of T steps with `tl.associative_scan` over time,
+carrying its (CPG, N) fp32 state in registers from sub-tile to sub-tile.
 
-Memory traffic: forward reads x, dt, z (b,l,d), B, C (b,l,G,N) once, writes y once,
-and (only when a gradient is needed) writes the (CPG, N) state entering every chunk,
-(b, ceil(l/T), d, N) fp32 = 4 N / T bytes per (token, channel): 2 B/elem at T=32.
-Backward walks the chunks in reverse, recomputes the chunk's forward states from the
-saved chunk-entry state, and runs the adjoint recurrence
-    g_t = a_{t+1} g_{t+1} + dy_t C_t      (g = dL/dh_t, carried across chunks)
-as a reverse associative scan.  It reads x, dt, z, B, C, dy and the chunk states once
-and writes dx, ddt, dz, dB, dC once; dA, dD and d(dt_bias) are reduced in registers
-over time and written as per-sequence partials (summed over the batch in PyTorch).
-dB and dC need no atomics because one program owns a whole group.
+Forward (three launches; one when the sequence fits in one chunk):
+  F1 `_ss_fwd_kernel` (LOCAL): every chunk but the last from a zero state -> the chunk's
+     local final state and its total decay Q = prod a = exp(A * sum delta), 0 if the chunk
+     holds a reset;
+  F2 `_ss_fwd_combine_kernel`: h_in[c+1] = Q[c] h_in[c] + hl[c], sequential over the L/CL
+     chunks, elementwise over (b, d, N); gives the state entering every chunk and the final
+     state;
+  F3 `_ss_fwd_kernel`: every chunk again from its true entry state, writing y (D skip and
+     z gate fused).
+Backward (three launches; one for a single chunk), with the adjoint g_t = dL/dh_t,
+g_t = a_{t+1} g_{t+1} + dy_t C_t, and W_c = dL/d(state entering chunk c):
+  B1 `_ss_bwd_local_kernel`: every chunk but the first, reverse scan from a zero carry ->
+     V_c = a_{s_c} g_{s_c} (local part of W_c);
+  B2 `_ss_bwd_combine_kernel`: W_c = Q_c W_{c+1} + V_c, reverse over chunks, W_{n} = dhT;
+  B3 `_ss_bwd_kernel`: every chunk walks its T-step sub-tiles in reverse, recomputes their
+     forward states from the sub-tile entry states that F3 saved when a gradient is needed
+     ((b, L/T, d, N) fp32) and their adjoints from W_{c+1}, and writes dx, ddt, dz, dB, dC (dB/dC are sums over the
+     group's channels, which the program owns: no atomics) and per-(sequence, chunk)
+     partials of dA, dD, d(dt_bias) (summed in PyTorch).
 """
 
 from __future__ import annotations
@@ -30,9 +38,7 @@ import triton
 import triton.language as tl
 
 from thinkfast.ops.triton._common import (
-    LOG2E,
     first_order_combine,
-    interpreting,
     is_pow2,
     last_dim_contiguous,
     softplus,
@@ -42,7 +48,8 @@ from thinkfast.ops.triton._common import (
 @triton.jit
 def _delta_and_decay(dt_ptr, rs_ptr, t, tmask, bias, A2, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                      HAS_RESET: tl.constexpr, stride_dt_l, stride_rs_l, offs_c):
-    """delta (T, CPG) (0 on padded rows), the raw dt+bias (for softplus'), decay a (T, CPG, N)."""
+    """delta (T, CPG) (0 on masked rows), the raw dt+bias (for softplus'), decay a (T, CPG, N)
+    (exactly 1 on masked rows, 0 at resets) and keep (T,) (0. at a reset row, else 1.)."""
     dtv = tl.load(dt_ptr + t[:, None] * stride_dt_l + offs_c[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
     if HAS_BIAS:
         dtv = dtv + bias[None, :]
@@ -51,41 +58,50 @@ def _delta_and_decay(dt_ptr, rs_ptr, t, tmask, bias, A2, HAS_BIAS: tl.constexpr,
     else:
         delta = dtv
     delta = tl.where(tmask[:, None], delta, 0.0)
-    a = tl.exp2(delta[:, :, None] * A2[None, :, :])  # (T, CPG, N); exactly 1 on padded rows
+    a = tl.exp2(delta[:, :, None] * A2[None, :, :])
+    keep = tl.full(t.shape, 1.0, tl.float32)
     if HAS_RESET:
         r = tl.load(rs_ptr + t * stride_rs_l, mask=tmask, other=0)
-        a = tl.where((r == 0)[:, None, None], a, 0.0)
-    return delta, dtv, a
+        keep = tl.where(r == 0, 1.0, 0.0)
+        a = a * keep[:, None, None]
+    return delta, dtv, a, keep
 
 
 @triton.jit
 def _ss_fwd_kernel(
-    x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, h0_ptr, rs_ptr,
-    y_ptr, hT_ptr, hc_ptr,
-    L, n_chunks, d_inner,
+    x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, hin_ptr, rs_ptr,
+    y_ptr, hout_ptr, q_ptr, hc_ptr,
+    L, CL, d_inner, n_tiles, s_hin_b, s_hin_c,
     s_x_b, s_x_l, s_dt_b, s_dt_l, s_z_b, s_z_l,
     s_B_b, s_B_l, s_B_g, s_C_b, s_C_l, s_C_g,
     s_rs_b, s_rs_l, s_y_b, s_y_l,
     T: tl.constexpr, CPG: tl.constexpr, N: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_H0: tl.constexpr, HAS_RESET: tl.constexpr, STORE_CHUNK_STATES: tl.constexpr,
+    HAS_HIN: tl.constexpr, HAS_RESET: tl.constexpr, LOCAL: tl.constexpr, WRITE_HOUT: tl.constexpr,
+    STORE_STATES: tl.constexpr, STORE_Q: tl.constexpr,
 ):
+    """LOCAL: zero entry state, write the chunk's final local state (hout) and decay (q),
+    both (b, n_chunks, d, N).  Else: entry state from hin (strides s_hin_b, s_hin_c), write
+    y, when WRITE_HOUT the final state into hout (b, d, N), and when STORE_STATES the state
+    entering every T-step sub-tile into hc (b, n_tiles, d, N)."""
     pid_g = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(2)
+    n_chunks = tl.num_programs(2)
     offs_t = tl.arange(0, T)
     offs_c = tl.arange(0, CPG)
     offs_n = tl.arange(0, N)
     d0 = pid_g * CPG
-    A2 = tl.load(A_ptr + (d0 + offs_c)[:, None] * N + offs_n[None, :]).to(tl.float32) * 1.4426950408889634
+    dn_off = (d0 + offs_c)[:, None] * N + offs_n[None, :]
+    A2 = tl.load(A_ptr + dn_off).to(tl.float32) * 1.4426950408889634
     bias = tl.zeros([CPG], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + d0 + offs_c).to(tl.float32)
     Dv = tl.zeros([CPG], dtype=tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + d0 + offs_c).to(tl.float32)
-    state_off = pid_b * d_inner * N + (d0 + offs_c)[:, None] * N + offs_n[None, :]  # (CPG, N) in a (b, d, N) tensor
-    if HAS_H0:
-        h = tl.load(h0_ptr + state_off).to(tl.float32)
+    if HAS_HIN:
+        h = tl.load(hin_ptr + pid_b * s_hin_b + pid_c * s_hin_c + dn_off).to(tl.float32)
     else:
         h = tl.zeros([CPG, N], dtype=tl.float32)
     x_base = x_ptr + pid_b * s_x_b + d0
@@ -95,54 +111,181 @@ def _ss_fwd_kernel(
     C_base = C_ptr + pid_b * s_C_b + pid_g * s_C_g
     rs_base = rs_ptr + pid_b * s_rs_b
     y_base = y_ptr + pid_b * s_y_b + d0
-    for c in range(n_chunks):
-        t = c * T + offs_t
+    sdelta = tl.zeros([CPG], dtype=tl.float32)
+    kp = tl.min(tl.full([T], 1.0, tl.float32), axis=0)
+    t0 = pid_c * CL
+    n_sub = tl.cdiv(tl.minimum(t0 + CL, L) - t0, T)
+    for si in range(n_sub):
+        s = si * T
+        t = t0 + s + offs_t
         tmask = t < L
-        if STORE_CHUNK_STATES:
-            # hc: (b, n_chunks, d, N); the state entering chunk c
-            tl.store(hc_ptr + (pid_b * n_chunks + c) * d_inner * N + (d0 + offs_c)[:, None] * N + offs_n[None, :], h)
-        delta, dtv, a = _delta_and_decay(dt_base, rs_base, t, tmask, bias, A2, HAS_BIAS, SOFTPLUS, HAS_RESET,
-                                         s_dt_l, s_rs_l, offs_c)
+        if STORE_STATES:
+            # hc (b, n_tiles, d, N): the state entering every sub-tile, for the backward
+            tl.store(hc_ptr + ((pid_b * n_tiles + (t0 + s) // T) * d_inner) * N + dn_off, h)
+        delta, dtv, a, keep = _delta_and_decay(dt_base, rs_base, t, tmask, bias, A2, HAS_BIAS, SOFTPLUS, HAS_RESET,
+                                               s_dt_l, s_rs_l, offs_c)
         xv = tl.load(x_base + t[:, None] * s_x_l + offs_c[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
         Bv = tl.load(B_base + t[:, None] * s_B_l + offs_n[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
-        Cv = tl.load(C_base + t[:, None] * s_C_l + offs_n[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
         u = (delta * xv)[:, :, None] * Bv[:, None, :]  # (T, CPG, N)
         P, hl = tl.associative_scan((a, u), 0, first_order_combine)
-        hs = P * h[None, :, :] + hl  # states after each step of the chunk
-        yv = tl.sum(hs * Cv[:, None, :], axis=2)  # (T, CPG)
-        if HAS_D:
-            yv += Dv[None, :] * xv
-        if HAS_Z:
-            zv = tl.load(z_base + t[:, None] * s_z_l + offs_c[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
-            yv = yv * zv * tl.sigmoid(zv)
-        tl.store(y_base + t[:, None] * s_y_l + offs_c[None, :], yv.to(y_ptr.dtype.element_ty), mask=tmask[:, None])
+        hs = P * h[None, :, :] + hl  # states after each step of the sub-tile
+        if LOCAL or STORE_Q:
+            sdelta += tl.sum(delta, axis=0)
+            kp = kp * tl.min(keep, axis=0)
+        if not LOCAL:
+            Cv = tl.load(C_base + t[:, None] * s_C_l + offs_n[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
+            yv = tl.sum(hs * Cv[:, None, :], axis=2)  # (T, CPG)
+            if HAS_D:
+                yv += Dv[None, :] * xv
+            if HAS_Z:
+                zv = tl.load(z_base + t[:, None] * s_z_l + offs_c[None, :], mask=tmask[:, None],
+                             other=0.0).to(tl.float32)
+                yv = yv * zv * tl.sigmoid(zv)
+            tl.store(y_base + t[:, None] * s_y_l + offs_c[None, :], yv.to(y_ptr.dtype.element_ty), mask=tmask[:, None])
         # padded rows have a = 1, u = 0, so the last row is the state after the last real token
         h = tl.sum(tl.where((offs_t == T - 1)[:, None, None], hs, 0.0), axis=0)
-    tl.store(hT_ptr + state_off, h)
+    if LOCAL:
+        o = pid_b * s_hin_b + pid_c * s_hin_c + dn_off  # hout, q: (b, n_chunks, d, N) like hin
+        tl.store(hout_ptr + o, h)
+        tl.store(q_ptr + o, tl.exp2(A2 * sdelta[:, None]) * kp)
+    else:
+        if STORE_Q:  # the backward needs every chunk's decay (F1 only covers chunks 0..n-2)
+            tl.store(q_ptr + pid_b * s_hin_b + pid_c * s_hin_c + dn_off, tl.exp2(A2 * sdelta[:, None]) * kp)
+        if WRITE_HOUT:
+            if pid_c == n_chunks - 1:
+                tl.store(hout_ptr + pid_b * d_inner * N + dn_off, h)
+
+
+@triton.jit
+def _ss_fwd_combine_kernel(hl_ptr, q_ptr, h0_ptr, n_chunks, DN, HAS_H0: tl.constexpr, BLOCK: tl.constexpr):
+    """hl (b, n_chunks, DN) holds the local final states of chunks 0..n-2 on entry and the
+    state entering every chunk on exit."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < DN
+    if HAS_H0:
+        h = tl.load(h0_ptr + pid_b * DN + offs, mask=m, other=0.0)
+    else:
+        h = tl.zeros([BLOCK], dtype=tl.float32)
+    base = pid_b * n_chunks * DN + offs
+    for c in range(n_chunks - 1):
+        hl = tl.load(hl_ptr + base + c * DN, mask=m, other=0.0)
+        q = tl.load(q_ptr + base + c * DN, mask=m, other=0.0)
+        tl.store(hl_ptr + base + c * DN, h, mask=m)
+        h = q * h + hl
+    tl.store(hl_ptr + base + (n_chunks - 1) * DN, h, mask=m)
+
+
+@triton.jit
+def _dyv_tile(dy_base, z_base, t, tmask, s_dy_l, s_z_l, offs_c, HAS_Z: tl.constexpr):
+    dov = tl.load(dy_base + t[:, None] * s_dy_l + offs_c[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
+    zv = dov
+    sz = dov
+    if HAS_Z:
+        zv = tl.load(z_base + t[:, None] * s_z_l + offs_c[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
+        sz = tl.sigmoid(zv)
+        dyv = dov * zv * sz
+    else:
+        dyv = dov
+    return dov, dyv, zv, sz
+
+
+@triton.jit
+def _ss_bwd_local_kernel(
+    dt_ptr, z_ptr, C_ptr, A_ptr, bias_ptr, rs_ptr, dy_ptr, v_ptr,
+    L, CL, d_inner,
+    s_dt_b, s_dt_l, s_z_b, s_z_l, s_C_b, s_C_l, s_C_g, s_rs_b, s_rs_l, s_dy_b, s_dy_l,
+    T: tl.constexpr, CPG: tl.constexpr, N: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_RESET: tl.constexpr,
+):
+    """Chunks 1..n-1: V_c = a_{s_c} g_{s_c} with the adjoint started from zero at the chunk end,
+    written to v (b, n_chunks, d, N) at chunk c."""
+    pid_g = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(2) + 1
+    n_chunks = tl.num_programs(2) + 1
+    offs_t = tl.arange(0, T)
+    offs_c = tl.arange(0, CPG)
+    offs_n = tl.arange(0, N)
+    d0 = pid_g * CPG
+    dn_off = (d0 + offs_c)[:, None] * N + offs_n[None, :]
+    A2 = tl.load(A_ptr + dn_off).to(tl.float32) * 1.4426950408889634
+    bias = tl.zeros([CPG], dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d0 + offs_c).to(tl.float32)
+    dt_base = dt_ptr + pid_b * s_dt_b + d0
+    z_base = z_ptr + pid_b * s_z_b + d0
+    C_base = C_ptr + pid_b * s_C_b + pid_g * s_C_g
+    rs_base = rs_ptr + pid_b * s_rs_b
+    dy_base = dy_ptr + pid_b * s_dy_b + d0
+    t0 = pid_c * CL
+    t_end = tl.minimum(t0 + CL, L)
+    gcar = tl.zeros([CPG, N], dtype=tl.float32)
+    n_sub = tl.cdiv(t_end - t0, T)
+    for i in range(n_sub):
+        t = t0 + (n_sub - 1 - i) * T + offs_t
+        tmask = t < t_end
+        t1 = t + 1
+        _d1, _v1, a_next, _k1 = _delta_and_decay(dt_base, rs_base, t1, t1 < t_end, bias, A2, HAS_BIAS, SOFTPLUS,
+                                                 HAS_RESET, s_dt_l, s_rs_l, offs_c)
+        dov, dyv, zv, sz = _dyv_tile(dy_base, z_base, t, tmask, s_dy_l, s_z_l, offs_c, HAS_Z)
+        Cv = tl.load(C_base + t[:, None] * s_C_l + offs_n[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
+        cv = dyv[:, :, None] * Cv[:, None, :]
+        Pr, gl = tl.associative_scan((a_next, cv), 0, first_order_combine, reverse=True)
+        g = Pr * gcar[None, :, :] + gl
+        gcar = tl.sum(tl.where((offs_t == 0)[:, None, None], g, 0.0), axis=0)
+    ts = t0 + tl.zeros([1], dtype=tl.int32)
+    _d0, _v0, a0, _k0 = _delta_and_decay(dt_base, rs_base, ts, ts < L, bias, A2, HAS_BIAS, SOFTPLUS, HAS_RESET,
+                                         s_dt_l, s_rs_l, offs_c)
+    tl.store(v_ptr + (pid_b * n_chunks + pid_c) * d_inner * N + dn_off, tl.sum(a0, axis=0) * gcar)
+
+
+@triton.jit
+def _ss_bwd_combine_kernel(v_ptr, q_ptr, dhT_ptr, n_chunks, DN, HAS_DHT: tl.constexpr, BLOCK: tl.constexpr):
+    """v (b, n_chunks, DN): V_c (c >= 1) on entry, W_{c+1} (the adjoint carried into chunk c
+    from its right, dhT for the last) on exit.  W_c = Q_c W_{c+1} + V_c."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < DN
+    if HAS_DHT:
+        w = tl.load(dhT_ptr + pid_b * DN + offs, mask=m, other=0.0)
+    else:
+        w = tl.zeros([BLOCK], dtype=tl.float32)
+    base = pid_b * n_chunks * DN + offs
+    for i in range(n_chunks - 1):
+        c = n_chunks - 1 - i
+        v = tl.load(v_ptr + base + c * DN, mask=m, other=0.0)
+        q = tl.load(q_ptr + base + c * DN, mask=m, other=0.0)
+        tl.store(v_ptr + base + c * DN, w, mask=m)
+        w = q * w + v
+    tl.store(v_ptr + base, w, mask=m)
 
 
 @triton.jit
 def _ss_bwd_kernel(
-    x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, rs_ptr, hc_ptr, dy_ptr, dhT_ptr,
+    x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, rs_ptr, hc_ptr, dy_ptr, w_ptr,
     dx_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
-    L, n_chunks, d_inner,
+    L, CL, d_inner, n_tiles, s_w_b, s_w_c,
     s_x_b, s_x_l, s_dt_b, s_dt_l, s_z_b, s_z_l,
     s_B_b, s_B_l, s_B_g, s_C_b, s_C_l, s_C_g,
     s_rs_b, s_rs_l, s_dy_b, s_dy_l,
     T: tl.constexpr, CPG: tl.constexpr, N: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_RESET: tl.constexpr, HAS_DHT: tl.constexpr,
+    HAS_RESET: tl.constexpr, HAS_W: tl.constexpr,
 ):
-    # outputs dx/ddt/dz are contiguous (b, l, d); dB/dC contiguous (b, l, G, N);
-    # dA (b, d, N), dD (b, d), dbias (b, d), dh0 (b, d, N) are per-sequence partials, fp32
+    # dx/ddt/dz contiguous (b, l, d); dB/dC contiguous (b, l, G, N); dA (b, nc, d, N),
+    # dD, dbias (b, nc, d) per-(sequence, chunk) partials, fp32; dh0 (b, d, N) from chunk 0
     pid_g = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
+    pid_c = tl.program_id(2)
+    n_chunks = tl.num_programs(2)
     G = d_inner // CPG
     offs_t = tl.arange(0, T)
     offs_c = tl.arange(0, CPG)
     offs_n = tl.arange(0, N)
     d0 = pid_g * CPG
-    A = tl.load(A_ptr + (d0 + offs_c)[:, None] * N + offs_n[None, :]).to(tl.float32)
+    dn_off = (d0 + offs_c)[:, None] * N + offs_n[None, :]
+    A = tl.load(A_ptr + dn_off).to(tl.float32)
     A2 = A * 1.4426950408889634
     bias = tl.zeros([CPG], dtype=tl.float32)
     if HAS_BIAS:
@@ -150,9 +293,8 @@ def _ss_bwd_kernel(
     Dv = tl.zeros([CPG], dtype=tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + d0 + offs_c).to(tl.float32)
-    state_off = pid_b * d_inner * N + (d0 + offs_c)[:, None] * N + offs_n[None, :]
-    if HAS_DHT:
-        gcar = tl.load(dhT_ptr + state_off).to(tl.float32)  # dL/dh at the step after the chunk
+    if HAS_W:
+        gcar = tl.load(w_ptr + pid_b * s_w_b + pid_c * s_w_c + dn_off).to(tl.float32)
     else:
         gcar = tl.zeros([CPG, N], dtype=tl.float32)
     dA_acc = tl.zeros([CPG, N], dtype=tl.float32)
@@ -165,45 +307,41 @@ def _ss_bwd_kernel(
     C_base = C_ptr + pid_b * s_C_b + pid_g * s_C_g
     rs_base = rs_ptr + pid_b * s_rs_b
     dy_base = dy_ptr + pid_b * s_dy_b + d0
-    o_bld = pid_b * L * d_inner + d0  # contiguous (b, l, d) outputs
-    o_blg = pid_b * L * G * N + pid_g * N  # contiguous (b, l, G, N) outputs
-    for i in range(n_chunks):
-        c = n_chunks - 1 - i
-        t = c * T + offs_t
-        tmask = t < L
-        # --- recompute the chunk's forward states from the saved chunk-entry state
-        h_in = tl.load(hc_ptr + (pid_b * n_chunks + c) * d_inner * N + (d0 + offs_c)[:, None] * N + offs_n[None, :])
-        delta, dtv, a = _delta_and_decay(dt_base, rs_base, t, tmask, bias, A2, HAS_BIAS, SOFTPLUS, HAS_RESET,
-                                         s_dt_l, s_rs_l, offs_c)
+    o_bld = pid_b * L * d_inner + d0
+    o_blg = pid_b * L * G * N + pid_g * N
+    t0 = pid_c * CL
+    t_end = tl.minimum(t0 + CL, L)
+    n_sub = tl.cdiv(t_end - t0, T)
+    for i in range(n_sub):
+        s = n_sub - 1 - i
+        t = t0 + s * T + offs_t
+        tmask = t < t_end
+        # the sub-tile's entry state, saved by the forward
+        h = tl.load(hc_ptr + ((pid_b * n_tiles + (t0 + s * T) // T) * d_inner) * N + dn_off)
+        delta, dtv, a, keep = _delta_and_decay(dt_base, rs_base, t, tmask, bias, A2, HAS_BIAS, SOFTPLUS, HAS_RESET,
+                                               s_dt_l, s_rs_l, offs_c)
         xv = tl.load(x_base + t[:, None] * s_x_l + offs_c[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
         Bv = tl.load(B_base + t[:, None] * s_B_l + offs_n[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
         Cv = tl.load(C_base + t[:, None] * s_C_l + offs_n[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
         xB = xv[:, :, None] * Bv[:, None, :]  # (T, CPG, N)
         u = delta[:, :, None] * xB
         P, hl = tl.associative_scan((a, u), 0, first_order_combine)
-        hs = P * h_in[None, :, :] + hl
-        # --- output gate
-        dov = tl.load(dy_base + t[:, None] * s_dy_l + offs_c[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
+        hs = P * h[None, :, :] + hl
+        dov, dyv, zv, sz = _dyv_tile(dy_base, z_base, t, tmask, s_dy_l, s_z_l, offs_c, HAS_Z)
         if HAS_Z:
             yv = tl.sum(hs * Cv[:, None, :], axis=2)
             if HAS_D:
                 yv += Dv[None, :] * xv
-            zv = tl.load(z_base + t[:, None] * s_z_l + offs_c[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
-            sz = tl.sigmoid(zv)
-            dyv = dov * zv * sz
             dzv = dov * yv * sz * (1.0 + zv * (1.0 - sz))
             tl.store(dz_ptr + o_bld + t[:, None] * d_inner + offs_c[None, :], dzv.to(dz_ptr.dtype.element_ty),
                      mask=tmask[:, None])
-        else:
-            dyv = dov
-        # --- adjoint recurrence, reversed: g_t = a_{t+1} g_{t+1} + dy_t C_t (a = 1 past the end)
+        # adjoint, reversed: g_t = a_{t+1} g_{t+1} + dy_t C_t (a = 1 past the chunk end)
         t1 = t + 1
-        _d1, _v1, a_next = _delta_and_decay(dt_base, rs_base, t1, t1 < L, bias, A2, HAS_BIAS, SOFTPLUS, HAS_RESET,
-                                            s_dt_l, s_rs_l, offs_c)
+        _d1, _v1, a_next, _k1 = _delta_and_decay(dt_base, rs_base, t1, t1 < t_end, bias, A2, HAS_BIAS, SOFTPLUS,
+                                                 HAS_RESET, s_dt_l, s_rs_l, offs_c)
         cv = dyv[:, :, None] * Cv[:, None, :]
         Pr, gl = tl.associative_scan((a_next, cv), 0, first_order_combine, reverse=True)
         g = Pr * gcar[None, :, :] + gl  # (T, CPG, N): dL/dh_t
-        # --- parameter / input gradients
         ah = hs - u  # a_t h_{t-1} (reset already applied)
         gah = g * ah
         ddelta = tl.sum(g * xB, axis=2) + tl.sum(gah * A[None, :, :], axis=2)  # (T, CPG)
@@ -229,39 +367,52 @@ def _ss_bwd_kernel(
                  mask=tmask[:, None])
         tl.store(dC_ptr + o_blg + t[:, None] * (G * N) + offs_n[None, :], dCv.to(dC_ptr.dtype.element_ty),
                  mask=tmask[:, None])
-        gcar = tl.sum(tl.where((offs_t == 0)[:, None, None], g, 0.0), axis=0)  # dL/dh at the chunk's first step
-    # dL/dh_{-1} = a_0 g_0
-    zero = tl.zeros([1], dtype=tl.int32)
-    _d0, _v0, a0 = _delta_and_decay(dt_base, rs_base, zero, zero < L, bias, A2, HAS_BIAS, SOFTPLUS, HAS_RESET,
-                                    s_dt_l, s_rs_l, offs_c)
-    tl.store(dh0_ptr + state_off, tl.sum(a0, axis=0) * gcar)
-    tl.store(dA_ptr + state_off, dA_acc)
-    tl.store(dD_ptr + pid_b * d_inner + d0 + offs_c, dD_acc)
-    tl.store(dbias_ptr + pid_b * d_inner + d0 + offs_c, db_acc)
+        gcar = tl.sum(tl.where((offs_t == 0)[:, None, None], g, 0.0), axis=0)  # dL/dh at the sub-tile's first step
+    if pid_c == 0:
+        zero = tl.zeros([1], dtype=tl.int32)
+        _d0, _v0, a0, _k0 = _delta_and_decay(dt_base, rs_base, zero, zero < L, bias, A2, HAS_BIAS, SOFTPLUS,
+                                             HAS_RESET, s_dt_l, s_rs_l, offs_c)
+        tl.store(dh0_ptr + pid_b * d_inner * N + dn_off, tl.sum(a0, axis=0) * gcar)
+    o = (pid_b * n_chunks + pid_c) * d_inner
+    tl.store(dA_ptr + o * N + dn_off, dA_acc)
+    tl.store(dD_ptr + o + d0 + offs_c, dD_acc)
+    tl.store(dbias_ptr + o + d0 + offs_c, db_acc)
 
 
-def _config(cpg: int, n: int, chunk_size: int | None, backward: bool, num_warps: int | None = None) -> tuple[int, int]:
-    """(T, num_warps).  T is a power of two; the (T, CPG, N) tile lives in registers.
+def _env_int(name):
+    v = os.environ.get(name)
+    return int(v) if v else None
 
-    Defaults: T*CPG*N = 8192 (forward) / 4096 (backward) tile elements, 8 warps.  Not yet
-    tuned on a GPU: `thinkfast bench kernels --scan-configs` sweeps them, and the
-    THINKFAST_SCAN_CHUNK / THINKFAST_SCAN_WARPS environment variables override them.
+
+def _config(cpg: int, n: int, length: int, batch: int, groups: int, chunk_size=None, chunk_len=None,
+            num_warps=None) -> tuple[int, int, int]:
+    """(T, CL, num_warps): sub-tile T (power of two; the (T, CPG, N) tile lives in registers),
+    chunk length CL (a multiple of T: one program per chunk) and warps.
+
+    Defaults (the best of a sweep on an H200 at the 3B shape, see docs/kernels.md):
+    T*CPG*N = 2048 tile elements (T = 8 at CPG = N = 16), 2 warps, and CL = 8 sub-tiles, shortened until there are enough programs
+    to fill the GPU.  Overrides: arguments, or THINKFAST_SCAN_CHUNK / THINKFAST_SCAN_CHUNK_LEN
+    / THINKFAST_SCAN_WARPS.
     """
-    if chunk_size is None and os.environ.get("THINKFAST_SCAN_CHUNK"):
-        chunk_size = int(os.environ["THINKFAST_SCAN_CHUNK"])
-    if num_warps is None and os.environ.get("THINKFAST_SCAN_WARPS"):
-        num_warps = int(os.environ["THINKFAST_SCAN_WARPS"])
+    chunk_size = chunk_size or _env_int("THINKFAST_SCAN_CHUNK")
+    chunk_len = chunk_len or _env_int("THINKFAST_SCAN_CHUNK_LEN")
+    num_warps = num_warps or _env_int("THINKFAST_SCAN_WARPS")
     if chunk_size is None:
-        elems = 32 * 16 * 16
-        chunk_size = max(2, min(64, triton.next_power_of_2(max(1, elems // (cpg * n)))))
-        if backward:
-            chunk_size = max(2, chunk_size // 2)
+        chunk_size = max(2, min(64, triton.next_power_of_2(max(1, 2048 // (cpg * n)))))
     if not is_pow2(chunk_size):
         raise ValueError(f"chunk_size must be a power of two, got {chunk_size}")
-    tile = chunk_size * cpg * n
+    if chunk_len is None:
+        subs = 8
+        # at least ~16 programs per SM-sized slot (assume ~132 SMs) when the sequence allows
+        while subs > 1 and batch * groups * triton.cdiv(length, subs * chunk_size) < 2048:
+            subs //= 2
+        chunk_len = subs * chunk_size
+    if chunk_len % chunk_size:
+        raise ValueError(f"chunk_len ({chunk_len}) must be a multiple of chunk_size ({chunk_size})")
     if num_warps is None:
-        num_warps = 4 if tile < 4096 else 8
-    return chunk_size, num_warps
+        tile = chunk_size * cpg * n
+        num_warps = 2 if tile <= 2048 else (4 if tile <= 4096 else 8)
+    return chunk_size, chunk_len, num_warps
 
 
 def supported(x, A, B) -> bool:
@@ -273,13 +424,13 @@ def supported(x, A, B) -> bool:
     return d % groups == 0 and is_pow2(d // groups) and is_pow2(n) and (d // groups) * n <= 4096
 
 
-def _bc_view(t):
-    return last_dim_contiguous(t)
+def _combine_grid(b, dn, block=1024):
+    return (b, triton.cdiv(dn, block)), block
 
 
 class SelectiveScanFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, dt, A, B, C, D, z, dt_bias, initial_state, reset, softplus_flag, chunk_fwd, chunk_bwd,
+    def forward(ctx, x, dt, A, B, C, D, z, dt_bias, initial_state, reset, softplus_flag, chunk_size, chunk_len,
                 num_warps):
         b, L, d = x.shape
         n = A.shape[1]
@@ -294,91 +445,127 @@ class SelectiveScanFn(torch.autograd.Function):
         rs = reset.to(torch.uint8).contiguous() if reset is not None else None
         need_grad = any(ctx.needs_input_grad[:9])
         ctx.set_materialize_grads(False)
-        T, warps = _config(cpg, n, chunk_fwd, backward=False, num_warps=num_warps)
-        n_chunks = triton.cdiv(L, T)
-        y = torch.empty(b, L, d, device=x.device, dtype=x.dtype)
-        hT = torch.empty(b, d, n, device=x.device, dtype=torch.float32)
-        # the backward recomputes with its own chunk length, so save states at that granularity
-        Tb, warps_b = _config(cpg, n, chunk_bwd, backward=True, num_warps=num_warps)
-        if need_grad and Tb != T:
-            T, warps = Tb, warps_b
-            n_chunks = triton.cdiv(L, T)
-        hc = torch.empty(b, n_chunks, d, n, device=x.device, dtype=torch.float32) if need_grad else hT
-        dummy = x
-        grid = (G, b)
-        _ss_fwd_kernel[grid](
-            x, dt, z if z is not None else dummy, B, C, A,
-            Df if Df is not None else A, biasf if biasf is not None else A, h0 if h0 is not None else hT,
-            rs if rs is not None else dummy,
-            y, hT, hc,
-            L, n_chunks, d,
-            x.stride(0), x.stride(1), dt.stride(0), dt.stride(1),
-            z.stride(0) if z is not None else 0, z.stride(1) if z is not None else 0,
-            B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1), C.stride(2),
-            rs.stride(0) if rs is not None else 0, rs.stride(1) if rs is not None else 0,
-            y.stride(0), y.stride(1),
-            T=T, CPG=cpg, N=n,
-            HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=biasf is not None, SOFTPLUS=bool(softplus_flag),
-            HAS_H0=h0 is not None, HAS_RESET=rs is not None, STORE_CHUNK_STATES=need_grad,
-            num_warps=warps,
-        )
+        T, CL, warps = _config(cpg, n, L, b, G, chunk_size, chunk_len, num_warps)
+        n_chunks = triton.cdiv(L, CL)
+        n_tiles = triton.cdiv(L, T)
+        dev = x.device
+        y = torch.empty(b, L, d, device=dev, dtype=x.dtype)
+        hT = torch.empty(b, d, n, device=dev, dtype=torch.float32)
+        hc = torch.empty(b, n_tiles, d, n, device=dev, dtype=torch.float32) if need_grad else hT
+        zz = z if z is not None else x
+        common = dict(T=T, CPG=cpg, N=n, HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=biasf is not None,
+                      SOFTPLUS=bool(softplus_flag), HAS_RESET=rs is not None, num_warps=warps)
+        strides = (x.stride(0), x.stride(1), dt.stride(0), dt.stride(1), zz.stride(0), zz.stride(1),
+                   B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1), C.stride(2),
+                   rs.stride(0) if rs is not None else 0, rs.stride(1) if rs is not None else 0,
+                   y.stride(0), y.stride(1))
+        Dp = Df if Df is not None else A
+        bp = biasf if biasf is not None else A
+        rp = rs if rs is not None else x
+        Q = None
+        if n_chunks > 1:
+            # F1: local final states and decays of chunks 0..n-2; F2: entry state of every chunk
+            hin = torch.empty(b, n_chunks, d, n, device=dev, dtype=torch.float32)
+            Q = torch.empty(b, n_chunks, d, n, device=dev, dtype=torch.float32)
+            _ss_fwd_kernel[(G, b, n_chunks - 1)](
+                x, dt, zz, B, C, A, Dp, bp, hT, rp, y, hin, Q, hT,
+                L, CL, d, n_tiles, n_chunks * d * n, d * n, *strides,
+                HAS_HIN=False, LOCAL=True, WRITE_HOUT=False, STORE_STATES=False, STORE_Q=False, **common)
+            grid, block = _combine_grid(b, d * n)
+            _ss_fwd_combine_kernel[grid](hin, Q, h0 if h0 is not None else hT, n_chunks, d * n,
+                                         HAS_H0=h0 is not None, BLOCK=block)
+            hin_args = (hin, n_chunks * d * n, d * n)
+        elif h0 is not None:
+            hin_args = (h0, d * n, 0)
+        else:
+            hin_args = (None, 0, 0)
+        _ss_fwd_kernel[(G, b, n_chunks)](
+            x, dt, zz, B, C, A, Dp, bp, hin_args[0] if hin_args[0] is not None else hT, rp, y, hT,
+            Q if Q is not None else hT, hc,
+            L, CL, d, n_tiles, hin_args[1], hin_args[2], *strides,
+            HAS_HIN=hin_args[0] is not None, LOCAL=False, WRITE_HOUT=True, STORE_STATES=need_grad,
+            STORE_Q=need_grad and Q is not None, **common)
         if need_grad:
-            ctx.save_for_backward(x, dt, z, A, B, C, Df, biasf, rs, hc)
-            ctx.meta = (T, warps, softplus_flag, initial_state is not None,
+            ctx.save_for_backward(x, dt, z, A, B, C, Df, biasf, rs, hc, Q)
+            ctx.meta = (T, CL, warps, softplus_flag, initial_state is not None,
                         D.dtype if D is not None else None, dt_bias.dtype if dt_bias is not None else None,
                         B.dtype, C.dtype, initial_state.dtype if initial_state is not None else None)
         return y, hT
 
     @staticmethod
     def backward(ctx, dy, dhT):
-        x, dt, z, A, B, C, Df, biasf, rs, hc = ctx.saved_tensors
+        x, dt, z, A, B, C, Df, biasf, rs, hc, Q = ctx.saved_tensors
         if dy is None:
             dy = torch.zeros_like(x)
-        T, warps, softplus_flag, has_h0, D_dtype, bias_dtype, B_dtype, C_dtype, h0_dtype = ctx.meta
+        T, CL, warps, softplus_flag, has_h0, D_dtype, bias_dtype, B_dtype, C_dtype, h0_dtype = ctx.meta
         b, L, d = x.shape
         n = A.shape[1]
         G = B.shape[2]
         cpg = d // G
-        n_chunks = hc.shape[1]
+        n_chunks = triton.cdiv(L, CL)
+        n_tiles = hc.shape[1]
+        dev = x.device
         dy = last_dim_contiguous(dy)
-        dx = torch.empty(b, L, d, device=x.device, dtype=x.dtype)
-        ddt = torch.empty(b, L, d, device=x.device, dtype=dt.dtype)
-        dz = torch.empty(b, L, d, device=x.device, dtype=z.dtype) if z is not None else None
-        dB = torch.empty(b, L, G, n, device=x.device, dtype=B_dtype)
-        dC = torch.empty(b, L, G, n, device=x.device, dtype=C_dtype)
-        dA = torch.empty(b, d, n, device=x.device, dtype=torch.float32)
-        dD = torch.empty(b, d, device=x.device, dtype=torch.float32)
-        dbias = torch.empty(b, d, device=x.device, dtype=torch.float32)
-        dh0 = torch.empty(b, d, n, device=x.device, dtype=torch.float32)
+        dx = torch.empty(b, L, d, device=dev, dtype=x.dtype)
+        ddt = torch.empty(b, L, d, device=dev, dtype=dt.dtype)
+        dz = torch.empty(b, L, d, device=dev, dtype=z.dtype) if z is not None else None
+        dB = torch.empty(b, L, G, n, device=dev, dtype=B_dtype)
+        dC = torch.empty(b, L, G, n, device=dev, dtype=C_dtype)
+        dA = torch.empty(b, n_chunks, d, n, device=dev, dtype=torch.float32)
+        dD = torch.empty(b, n_chunks, d, device=dev, dtype=torch.float32)
+        dbias = torch.empty(b, n_chunks, d, device=dev, dtype=torch.float32)
+        dh0 = torch.empty(b, d, n, device=dev, dtype=torch.float32)
         dhT = dhT.float().contiguous() if dhT is not None else None
-        _ss_bwd_kernel[(G, b)](
-            x, dt, z if z is not None else x, B, C, A,
-            Df if Df is not None else A, biasf if biasf is not None else A, rs if rs is not None else x,
-            hc, dy, dhT if dhT is not None else dA,
+        zz = z if z is not None else x
+        Dp = Df if Df is not None else A
+        bp = biasf if biasf is not None else A
+        rp = rs if rs is not None else x
+        rs_strides = (rs.stride(0), rs.stride(1)) if rs is not None else (0, 0)
+        flags = dict(T=T, CPG=cpg, N=n, HAS_Z=z is not None, HAS_BIAS=biasf is not None,
+                     SOFTPLUS=bool(softplus_flag), HAS_RESET=rs is not None, num_warps=warps)
+        if n_chunks > 1:
+            # B1: local adjoint carries of chunks 1..n-1; B2: W_{c+1} for every chunk
+            W = torch.empty(b, n_chunks, d, n, device=dev, dtype=torch.float32)
+            _ss_bwd_local_kernel[(G, b, n_chunks - 1)](
+                dt, zz, C, A, bp, rp, dy, W, L, CL, d,
+                dt.stride(0), dt.stride(1), zz.stride(0), zz.stride(1), C.stride(0), C.stride(1), C.stride(2),
+                *rs_strides, dy.stride(0), dy.stride(1), **flags)
+            grid, block = _combine_grid(b, d * n)
+            _ss_bwd_combine_kernel[grid](W, Q, dhT if dhT is not None else W, n_chunks, d * n,
+                                         HAS_DHT=dhT is not None, BLOCK=block)
+            w_args = (W, n_chunks * d * n, d * n)
+        elif dhT is not None:
+            w_args = (dhT, d * n, 0)
+        else:
+            w_args = (None, 0, 0)
+        _ss_bwd_kernel[(G, b, n_chunks)](
+            x, dt, zz, B, C, A, Dp, bp, rp, hc, dy, w_args[0] if w_args[0] is not None else dA,
             dx, ddt, dz if dz is not None else dx, dB, dC, dA, dD, dbias, dh0,
-            L, n_chunks, d,
-            x.stride(0), x.stride(1), dt.stride(0), dt.stride(1),
-            z.stride(0) if z is not None else 0, z.stride(1) if z is not None else 0,
+            L, CL, d, n_tiles, w_args[1], w_args[2],
+            x.stride(0), x.stride(1), dt.stride(0), dt.stride(1), zz.stride(0), zz.stride(1),
             B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1), C.stride(2),
-            rs.stride(0) if rs is not None else 0, rs.stride(1) if rs is not None else 0,
-            dy.stride(0), dy.stride(1),
-            T=T, CPG=cpg, N=n,
-            HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=biasf is not None, SOFTPLUS=bool(softplus_flag),
-            HAS_RESET=rs is not None, HAS_DHT=dhT is not None,
-            num_warps=warps,
-        )
-        gA = dA.sum(0)
-        gD = dD.sum(0).to(D_dtype) if D_dtype is not None else None
-        gbias = dbias.sum(0).to(bias_dtype) if bias_dtype is not None else None
+            *rs_strides, dy.stride(0), dy.stride(1),
+            HAS_D=Df is not None, HAS_W=w_args[0] is not None, **flags)
+        gA = dA.sum((0, 1))
+        gD = dD.sum((0, 1)).to(D_dtype) if D_dtype is not None else None
+        gbias = dbias.sum((0, 1)).to(bias_dtype) if bias_dtype is not None else None
         gh0 = dh0.to(h0_dtype) if has_h0 else None
         return dx, ddt, gA, dB, dC, gD, dz, gbias, gh0, None, None, None, None, None
 
 
 def selective_scan(
     x, dt, A, B, C, D=None, z=None, dt_bias=None, softplus=True, initial_state=None, reset=None,
-    return_final_state=False, chunk_size=None, chunk_size_bwd=None, num_warps=None,
+    return_final_state=False, chunk_size=None, chunk_len=None, num_warps=None, chunk_size_bwd=None,
 ):
-    """Triton selective scan; arguments and results as `selective_scan_ref`."""
+    """Triton selective scan; arguments and results as `selective_scan_ref`.
+
+    `chunk_size`: sub-tile length T (power of two); `chunk_len`: time steps per program (a
+    multiple of T); `num_warps`.  `chunk_size_bwd` is accepted for compatibility and must
+    equal `chunk_size` if given (forward and backward share the sub-tile grid).
+    """
+    if chunk_size_bwd is not None and chunk_size is not None and chunk_size_bwd != chunk_size:
+        raise ValueError("chunk_size_bwd must equal chunk_size (the backward reuses the forward's sub-tile states)")
+    chunk_size = chunk_size or chunk_size_bwd
     y, hT = SelectiveScanFn.apply(x, dt, A, B, C, D, z, dt_bias, initial_state, reset, softplus,
-                                  chunk_size, chunk_size_bwd, num_warps)
+                                  chunk_size, chunk_len, num_warps)
     return (y, hT) if return_final_state else y

@@ -12,9 +12,24 @@ documents at once.  Documents that open a row (no reset at t = 0) start from tha
 `initial_state`, the others from zero; each row's final state is that of its last
 document.  This handles any reset pattern at the price of one host sync (nonzero) to
 build `cu_seqlens`.  fla is imported lazily: only this CUDA path needs it.
+
+Backward.  fla 0.6.0 refuses its own backward (`chunk_bwd_dqkwg` raises "Triton >= 3.4.0
+and < 3.7.1 on Hopper GPUs produces incorrect results") on Hopper with those Triton
+versions unless tilelang is installed; its forward is fine.  `fla_backward_ok()` predicts
+that condition (THINKFAST_SSD_BWD=fla|reference overrides it).  Where fla's backward is
+usable, autograd goes through fla as before.  Where it is not and a gradient is needed,
+`_FlaForwardRefBackward` runs fla's forward without autograd and, in the backward,
+recomputes the op with the PyTorch chunked reference (`ssd_chunked_ref`, on the
+unpacked (b, l) layout with the reset mask) under autograd and differentiates that: exact
+gradients of the same function at the cost of one reference forward+backward (matmuls on
+(chunk x chunk) blocks; slower than a fused kernel, see docs/kernels.md).  Inference
+(no gradient) always uses fla's forward only.
 """
 
 from __future__ import annotations
+
+import functools
+import os
 
 import torch
 
@@ -25,6 +40,81 @@ def _fla_chunk():
     return chunk_simple_gla
 
 
+def _version_tuple(text: str) -> tuple[int, ...]:
+    out = []
+    for part in text.split("+")[0].split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits) if digits else 0)
+    return tuple(out + [0] * (3 - len(out)))
+
+
+@functools.lru_cache(maxsize=None)
+def _fla_backward_ok_on(device_index: int) -> bool:
+    import triton
+
+    major, _minor = torch.cuda.get_device_capability(device_index)
+    hopper = major == 9 or "NVIDIA H" in torch.cuda.get_device_name(device_index)
+    v = _version_tuple(triton.__version__)
+    if not (hopper and (3, 4, 0) <= v < (3, 7, 1)):
+        return True
+    try:  # fla dispatches the gated backward to tilelang when it is installed
+        import tilelang  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def fla_backward_ok(device: torch.device) -> bool:
+    """Whether fla's `chunk_simple_gla` backward runs on `device` (see the module docstring)."""
+    mode = os.environ.get("THINKFAST_SSD_BWD", "auto")
+    if mode not in ("auto", "fla", "reference"):
+        raise ValueError(f"THINKFAST_SSD_BWD must be auto, fla or reference, got {mode!r}")
+    if mode != "auto":
+        return mode == "fla"
+    if device.type != "cuda":
+        return True
+    return _fla_backward_ok_on(device.index if device.index is not None else torch.cuda.current_device())
+
+
+class _FlaForwardRefBackward(torch.autograd.Function):
+    """fla forward (no autograd graph); backward by differentiating the PyTorch chunked reference."""
+
+    @staticmethod
+    def forward(ctx, x, g, B, C, initial_state, reset, fn):
+        with torch.no_grad():
+            y, ht = _ssd_fla_forward(x, g, B, C, initial_state, reset, True, fn)
+        ctx.save_for_backward(x, g, B, C, initial_state, reset)
+        return y, ht
+
+    @staticmethod
+    def backward(ctx, dy, dht):
+        from thinkfast.ops.reference import ssd_chunked_ref
+
+        x, g, B, C, h0, reset = ctx.saved_tensors
+        leaves = [t.detach().requires_grad_(need) if t is not None else None
+                  for t, need in zip((x, g, B, C, h0), ctx.needs_input_grad[:5])]
+        with torch.enable_grad():
+            y, ht = ssd_chunked_ref(*leaves[:4], leaves[4], reset, True)
+            outs, grads_out = [], []
+            if dy is not None:
+                outs.append(y)
+                grads_out.append(dy.to(y.dtype))
+            if dht is not None:
+                outs.append(ht)
+                grads_out.append(dht.to(ht.dtype))
+            want = [t for t in leaves if t is not None and t.requires_grad]
+            got = torch.autograd.grad(outs, want, grads_out, allow_unused=True) if outs and want else []
+        it = iter(got)
+        res = []
+        for t in leaves:
+            if t is not None and t.requires_grad:
+                gr = next(it)
+                res.append(gr.to(t.dtype) if gr is not None else None)
+            else:
+                res.append(None)
+        return (*res, None, None)
+
+
 def ssd_fla(x, g, B, C, initial_state=None, reset=None, return_final_state=False, chunk_size=64, chunk_fn=None):
     """x (b, l, h, p), g (b, l, h), B/C (b, l, h, n); returns y (b, l, h, p) [, final (b, h, n, p) fp32].
 
@@ -32,6 +122,15 @@ def ssd_fla(x, g, B, C, initial_state=None, reset=None, return_final_state=False
     `chunk_size` is accepted for interface parity; fla picks its own chunking.
     """
     fn = chunk_fn or _fla_chunk()
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, g, B, C, initial_state))
+    if needs_grad and not fla_backward_ok(x.device):
+        y, ht = _FlaForwardRefBackward.apply(x, g, B, C, initial_state, reset, fn)
+        return (y, ht) if return_final_state else y
+    return _ssd_fla_forward(x, g, B, C, initial_state, reset, return_final_state, fn)
+
+
+def _ssd_fla_forward(x, g, B, C, initial_state, reset, return_final_state, fn):
     b, l, h, p = x.shape
     gf = g.float()
     h0 = initial_state.float() if initial_state is not None else None
