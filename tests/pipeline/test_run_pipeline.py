@@ -122,3 +122,20 @@ def test_killed_stage_finishes_on_restart(finished, tmp_path, monkeypatch, stage
     results = run_pipeline(base)
     assert calls == list(STAGES[STAGES.index(stage):])
     assert (out / "report" / "report.md").is_file() and results["speed"]["teacher"]["decode_tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize("name", ["run_cpu_default", "run_gpu_1b", "run_gpu_3b"])
+def test_shipped_run_configs_load(name):
+    from thinkfast.commands.run import resolve_config
+
+    cfg = load_config(RunConfig, resolve_config(name))
+    assert {s.recipe for s in cfg.students} == {"distill", "mohawk"} and cfg.eval_sets
+
+
+def test_bad_stage_and_config_name_are_named():
+    from thinkfast.commands.run import resolve_config
+
+    with pytest.raises(ThinkfastError, match="not a stage"):
+        run_pipeline(load_config(RunConfig, {"eval_sets": [{"dataset": {"name": "synthetic"}}]}), from_stage="train")
+    with pytest.raises(ThinkfastError, match="shipped run configs"):
+        resolve_config("run_gpu_70b")
