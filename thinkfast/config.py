@@ -145,6 +145,19 @@ def _apply_override(data: dict, override: str) -> None:
     node[parts[-1]] = value
 
 
+def shipped_config(name: str | os.PathLike, prefix: str = "") -> Path:
+    """A YAML path, or the name of a config shipped in thinkfast/configs (`run_gpu_1b` -> .../run_gpu_1b.yaml)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    folder = Path(__file__).resolve().parent / "configs"
+    stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
+    if (folder / f"{stem}.yaml").is_file():
+        return folder / f"{stem}.yaml"
+    available = sorted(p.stem for p in folder.glob(f"{prefix}*.yaml"))
+    raise ThinkfastError(f"config {name} is neither a file nor a shipped config; shipped configs: {available}")
+
+
 def load_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():

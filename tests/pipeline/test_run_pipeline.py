@@ -137,5 +137,5 @@ def test_bad_stage_and_config_name_are_named():
 
     with pytest.raises(ThinkfastError, match="not a stage"):
         run_pipeline(load_config(RunConfig, {"eval_sets": [{"dataset": {"name": "synthetic"}}]}), from_stage="train")
-    with pytest.raises(ThinkfastError, match="shipped run configs"):
+    with pytest.raises(ThinkfastError, match="shipped configs"):
         resolve_config("run_gpu_70b")

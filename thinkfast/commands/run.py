@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from thinkfast.errors import ThinkfastError
+from thinkfast.config import shipped_config
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = "run_cpu_default"
 
 
 def resolve_config(name: str) -> Path:
-    path = Path(name)
-    if path.is_file():
-        return path
-    shipped = CONFIG_DIR / f"{name}.yaml"
-    if shipped.is_file():
-        return shipped
-    choices = sorted(p.stem for p in CONFIG_DIR.glob("run_*.yaml"))
-    raise ThinkfastError(f"config {name!r} is neither a file nor a shipped config; shipped run configs: {choices}")
+    return shipped_config(name, prefix="run_")
 
 
 def register(subparsers) -> None:

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-from importlib import resources
-from pathlib import Path
-
-from thinkfast.config import load_config
+from thinkfast.config import load_config, shipped_config
 from thinkfast.errors import ThinkfastError
 
 
 def resolve_config_path(name: str) -> str:
-    """A path, or the name of a shipped config (`tiny_distill_cpu` -> thinkfast/configs/tiny_distill_cpu.yaml)."""
-    if Path(name).is_file():
-        return name
-    stem = name[:-5] if name.endswith(".yaml") else name
-    shipped = resources.files("thinkfast") / "configs" / f"{stem}.yaml"
-    if shipped.is_file():
-        return str(shipped)
-    available = sorted(p.name[:-5] for p in (resources.files("thinkfast") / "configs").iterdir() if p.name.endswith(".yaml"))
-    raise ThinkfastError(f"config {name} is neither a file nor a shipped config; shipped configs: {available}")
+    return str(shipped_config(name))
 
 
 def load_train_config(recipe: str, path: str, overrides: list[str]):
