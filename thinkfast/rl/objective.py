@@ -85,8 +85,9 @@ def clipped_objective(
 
 
 def _chunk_logprobs(h: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, temperature: float = 1.0):
-    with torch.autocast(h.device.type, enabled=False):  # fp32 logits even inside bf16 autocast
-        logits = h.float() @ weight.float().T
+    with torch.autocast(h.device.type, enabled=False):  # fp32 logits even inside bf16 autocast (fp64 stays fp64)
+        up = torch.float64 if h.dtype == torch.float64 else torch.float32
+        logits = h.to(up) @ weight.to(up).T
         if temperature != 1.0:
             logits = logits / temperature
         logz = torch.logsumexp(logits, dim=-1)
