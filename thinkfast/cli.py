@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "thinkfast.commands.generate",
     "thinkfast.commands.bench_speed",
     "thinkfast.commands.train",
+    "thinkfast.commands.grpo",
 ]
 
 

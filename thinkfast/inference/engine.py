@@ -68,6 +68,26 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return ids
 
 
+def encode_prompts(tokenizer, prompts) -> list[list[int]]:
+    """Token ids of prompts given as strings (BOS added where the tokenizer adds one) or as id lists."""
+    if all(isinstance(p, (list, tuple)) for p in prompts):
+        return [[int(t) for t in p] for p in prompts]
+    if tokenizer is None:
+        raise ThinkfastError("string prompts need a tokenizer; pass token id lists or give the engine one")
+    tok = tokenizer
+    bos = getattr(tok, "bos_token_id", None)
+    adds_bos = bos is not None and tok("x", add_special_tokens=True).input_ids[:1] == [bos]
+    out = []
+    for p in prompts:
+        if not isinstance(p, str):
+            raise ThinkfastError("prompts must be all strings or all lists of token ids")
+        ids = tok(p, add_special_tokens=False).input_ids
+        if adds_bos and (not ids or ids[0] != bos):  # text from a chat template usually has it already
+            ids = [bos] + ids
+        out.append(ids)
+    return out
+
+
 class Engine:
     def __init__(
         self,
@@ -164,22 +184,7 @@ class Engine:
 
     # ------------------------------------------------------------------ host side
     def encode(self, prompts) -> list[list[int]]:
-        if all(isinstance(p, (list, tuple)) for p in prompts):
-            return [[int(t) for t in p] for p in prompts]
-        if self.tokenizer is None:
-            raise ThinkfastError("string prompts need a tokenizer; pass token id lists or give the engine one")
-        tok = self.tokenizer
-        bos = getattr(tok, "bos_token_id", None)
-        adds_bos = bos is not None and tok("x", add_special_tokens=True).input_ids[:1] == [bos]
-        out = []
-        for p in prompts:
-            if not isinstance(p, str):
-                raise ThinkfastError("prompts must be all strings or all lists of token ids")
-            ids = tok(p, add_special_tokens=False).input_ids
-            if adds_bos and (not ids or ids[0] != bos):  # text from a chat template usually has it already
-                ids = [bos] + ids
-            out.append(ids)
-        return out
+        return encode_prompts(self.tokenizer, prompts)
 
     def _admit(self, queue: deque, free: list[int], params: SamplingParams, mode: SamplerMode, base_seed: int):
         groups = []  # (request, sample indices, slots)

@@ -1,0 +1,1 @@
+"""Reasoning RL: GRPO with verifiable math rewards and rollouts from our own engine (docs/rl.md)."""
