@@ -12,7 +12,10 @@ install: .install.stamp
 test: .install.stamp
 	$(PY) -m pytest -q tests
 
+# the public math sets beside the checkout, when present (else $$THINKFAST_DATA, else the hub)
+SHARED_DATA := $(wildcard $(CURDIR)/../shared/data)
+
 run: .install.stamp
-	$(PY) -m thinkfast run
+	THINKFAST_DATA="$${THINKFAST_DATA:-$(SHARED_DATA)}" $(PY) -m thinkfast run
 
 .PHONY: install test run

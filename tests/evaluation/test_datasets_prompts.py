@@ -12,7 +12,7 @@ from thinkfast.evaluation.prompts import GSM8K_SYSTEM, M1_SUFFIX, MATH_SYSTEM, l
 from thinkfast.evaluation.synthetic import synthetic_problems
 from tests.evaluation.tiny import tiny_tokenizer
 
-SHARED = "/work/shared/data"
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")  # beside the checkout
 
 
 def _write(path, rows):
