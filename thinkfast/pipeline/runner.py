@@ -107,4 +107,6 @@ def run_pipeline(cfg: RunConfig, from_stage: str | None = None, until: str | Non
         _write_json(timings_file, timings_before)
         print(f"{header}: done in {done_seconds[stage]:.0f} s", flush=True)
     print(f"finished in {time.time() - start:.0f} s; outputs in {paths.root}")
+    if (paths.report / "report.md").is_file():
+        print(f"report: {paths.report / 'report.md'}")
     return results
