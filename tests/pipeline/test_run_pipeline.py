@@ -139,3 +139,14 @@ def test_bad_stage_and_config_name_are_named():
         run_pipeline(load_config(RunConfig, {"eval_sets": [{"dataset": {"name": "synthetic"}}]}), from_stage="train")
     with pytest.raises(ThinkfastError, match="shipped configs"):
         resolve_config("run_gpu_70b")
+
+
+def test_overrides_without_a_config_apply_to_the_default(monkeypatch):
+    from thinkfast.cli import main
+    from thinkfast.commands import run as run_command
+
+    seen = {}
+    monkeypatch.setattr("thinkfast.pipeline.run_pipeline", lambda cfg, **kw: seen.setdefault("cfg", cfg))
+    assert main(["run", "out_dir=runs/elsewhere", "n_samples=16"]) == 0
+    assert seen["cfg"].out_dir == "runs/elsewhere" and seen["cfg"].n_samples == 16
+    assert run_command.DEFAULT_CONFIG == "run_cpu_default" and seen["cfg"].teacher == "smollm2-135m"

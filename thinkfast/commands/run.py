@@ -34,6 +34,9 @@ def run(args) -> int:
     from thinkfast.config import load_config
     from thinkfast.pipeline import RunConfig, run_pipeline
 
-    cfg = load_config(RunConfig, resolve_config(args.config), overrides=args.overrides)
+    config, overrides = args.config, list(args.overrides)
+    if "=" in config and not Path(config).is_file():  # `thinkfast run out_dir=x`: overrides of the default
+        config, overrides = DEFAULT_CONFIG, [config, *overrides]
+    cfg = load_config(RunConfig, resolve_config(config), overrides=overrides)
     run_pipeline(cfg, from_stage=args.from_stage, until=args.until)
     return 0
