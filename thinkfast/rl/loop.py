@@ -171,9 +171,7 @@ def grpo_train(
         optimizer.load_state_dict(found["optimizer"])
         scheduler.load_state_dict(found["scheduler"])
         sampler.load_state_dict(found["sampler"])
-        rng_file = ckpt.rng_path(output_dir, info.rank)
-        if rng_file.is_file():
-            ckpt.set_rng_state(torch.load(rng_file, weights_only=False))
+        ckpt.restore_rng(output_dir, info.rank)
         start = int(found["step"])
     if info.main:
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,13 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def restore_rng(output_dir: str | os.PathLike, rank: int) -> None:
+    """Put back this rank's RNG state saved with the last checkpoint, if there is one."""
+    path = rng_path(output_dir, rank)
+    if path.is_file():
+        set_rng_state(torch.load(path, weights_only=False))
+
+
 def checkpoint_path(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / "checkpoint" / "latest.pt"
 

@@ -93,9 +93,7 @@ def train(
         load_full_state(model, optimizer, found["model"], found["optimizer"], info)
         scheduler.load_state_dict(found["scheduler"])
         loader.load_state_dict(found["loader"])
-        rng_file = ckpt.rng_path(output_dir, info.rank)
-        if rng_file.is_file():
-            ckpt.set_rng_state(torch.load(rng_file, weights_only=False))
+        ckpt.restore_rng(output_dir, info.rank)
         start = int(found["step"])
     if info.main:
         output_dir.mkdir(parents=True, exist_ok=True)
