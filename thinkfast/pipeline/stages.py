@@ -246,7 +246,8 @@ def eval_config(cfg: RunConfig, paths: RunPaths, results: dict, eval_set, out_di
     for name, path in final_model_paths(cfg, paths, results).items():
         tps = results["speed"][name]["decode_tokens_per_s"] if cfg.time_method == "throughput" else None
         models.append(ModelSpec(name=name, path=path, tokens_per_second=tps, batch_size=cfg.eval_batch_size,
-                                max_len=2048, device=str(device), dtype=dtype))
+                                max_len=cfg.sampling.max_new_tokens + 1024,  # prompt headroom
+                                device=str(device), dtype=dtype))
     dataset = copy.deepcopy(eval_set.dataset)
     if dataset.data_dir is None:
         dataset.data_dir = cfg.data_dir
