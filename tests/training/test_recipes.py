@@ -115,7 +115,7 @@ def test_bad_configs_fail_before_training(tiny_setup, tmp_path, over, match):
         _cfg(tiny_setup, tmp_path, **over)
 
 
-def test_data_errors_fail_before_models_load(tiny_setup, tmp_path, monkeypatch):
+def test_bad_data_fails_before_models_load(tiny_setup, tmp_path, monkeypatch):
     import thinkfast.training.recipes as recipes
 
     monkeypatch.setattr(recipes, "load_hf_teacher", lambda *a: (_ for _ in ()).throw(AssertionError("loaded")))
