@@ -34,10 +34,10 @@ from thinkfast.rl.config import GRPOConfig
 from thinkfast.rl.objective import aggregation_weights, clipped_objective, group_advantages
 from thinkfast.rl.rollouts import RolloutEngine
 from thinkfast.training import checkpoint as ckpt
-from thinkfast.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, wrap
+from thinkfast.training.distributed import DistInfo, all_reduce_sum, barrier, setup_device, wrap
 from thinkfast.training.metrics import MetricsLog
 from thinkfast.training.schedule import build_optimizer, build_scheduler
-from thinkfast.training.trainer import _no_sync, autocast_for, resolve_device
+from thinkfast.training.trainer import _no_sync, autocast_for
 
 STAT_NAMES = ("loss", "clip_frac", "approx_kl", "ratio", "entropy", "kl", "grad_norm")
 
@@ -130,11 +130,7 @@ def grpo_train(
     token ids); `reward_fn(golds, responses) -> [Score]` defaults to `MathReward(cfg.reward)`."""
     if len(prompts) != len(golds):
         raise ThinkfastError(f"{len(prompts)} prompts but {len(golds)} gold answers")
-    device = resolve_device(cfg.device)
-    info = init_distributed(device)
-    if device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-        torch.cuda.set_device(device)
+    device, info = setup_device(cfg.device)
     cfg.check_world(info.world_size)
     torch.manual_seed(cfg.seed)
     output_dir = Path(cfg.output_dir)

@@ -37,6 +37,16 @@ def init_distributed(device: torch.device) -> DistInfo:
     return info
 
 
+def setup_device(name: str) -> tuple[torch.device, DistInfo]:
+    """Resolve `auto`/`cpu`/`cuda[:i]`, join the torchrun process group, and pin this rank's GPU."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+    info = init_distributed(device)
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    return device, info
+
+
 def all_reduce_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         value = value.clone()

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from thinkfast.errors import ThinkfastError
-from thinkfast.training.config import DataConfig, LossConfig, TrainConfig
+from thinkfast.training.config import DataConfig, TrainConfig
 from thinkfast.training.data import load_documents
-from thinkfast.training.distributed import DistInfo, init_distributed
+from thinkfast.training.distributed import DistInfo, setup_device
 from thinkfast.training.packing import PackedLoader
 from thinkfast.training.tasks import MohawkLayerTask, TokenLossTask
-from thinkfast.training.trainer import TrainResult, resolve_device, train
+from thinkfast.training.trainer import TrainResult, train
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -90,11 +90,7 @@ def build_student(cfg: TrainConfig, hf_teacher=None):
 
 
 def _prepare(cfg: TrainConfig):
-    device = resolve_device(cfg.device)
-    info = init_distributed(device)
-    if device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-        torch.cuda.set_device(device)
+    device, info = setup_device(cfg.device)
     torch.manual_seed(cfg.seed)
     return device, info
 

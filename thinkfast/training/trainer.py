@@ -38,12 +38,6 @@ class TrainResult:
     peak_memory_gb: float = 0.0
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def autocast_for(cfg_dtype: str, device: torch.device):
     use_bf16 = cfg_dtype == "bf16" or (cfg_dtype == "auto" and device.type == "cuda")
     if use_bf16:
