@@ -20,7 +20,7 @@ def spread_attention_layers(num_layers: int, keep: int) -> list[int]:
 def plan_layer_mixers(
     num_layers: int,
     target: str,
-    attention_layers: list[int] | None = None,
+    attention_layers: list[int] | str | None = None,  # indices, or "auto" (all Mamba; chosen after alignment)
     keep_attention: int | None = None,
     mixer: str = "mamba1",
 ) -> list[str]:
@@ -35,6 +35,10 @@ def plan_layer_mixers(
         return ["discrete_mamba2"] * num_layers
     if mixer not in HYBRID_MIXERS:
         raise ThinkfastError(f"unknown hybrid mixer {mixer!r}; choose one of {list(HYBRID_MIXERS)}")
+    if attention_layers == "auto":
+        # every layer starts as a Mamba mixer; the distill recipe's alignment stage measures which
+        # `keep_attention` layers go back to attention (training/align.py: select_attention_layers)
+        return [mixer] * num_layers
     if attention_layers is not None and keep_attention is not None:
         raise ThinkfastError("give either --attention-layers or --keep-attention, not both")
     if attention_layers is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from thinkfast.errors import ThinkfastError
 from thinkfast.evaluation.config import DatasetSpec
@@ -21,7 +22,9 @@ class StudentRun:
     name: str
     target: str = "hybrid"  # hybrid | llamba
     keep_attention: int | None = None
-    attention_layers: list[int] | None = None
+    # explicit indices, or "auto": all Mamba at conversion, then the `keep_attention` layers whose
+    # attention lowers the KL to the teacher most go back to attention after alignment
+    attention_layers: list[int] | Literal["auto"] | None = None
     mixer: str = "mamba1"
     recipe: str = "distill"  # distill (hybrids) | mohawk (pure students)
     train: dict = field(default_factory=dict)
@@ -33,9 +36,19 @@ class KDDataConfig:
     synthetic_problems: int = 64  # teacher answers these synthetic problems (a seed apart from the eval set)
     synthetic_steps: int = 2
     gsm8k_problems: int = 32  # plus the first N GSM8K train problems, when the data can be found
+    heldout_problems: int = 8  # the next N GSM8K train problems: held-out teacher text for KL / top-1
+    samples_per_problem: int = 1  # teacher answers per problem
+    temperature: float = 0.0  # 0: greedy (then samples_per_problem must be 1)
+    prompt: str = "gsm8k"  # prompt style of the questions (as the evaluation asks them): gsm8k | math | m1 | plain
     max_new_tokens: int = 192
     batch_size: int = 64
     keep_truncated: bool = False  # keep answers cut by max_new_tokens (dropped by default)
+
+    def validate(self) -> None:
+        if self.samples_per_problem < 1:
+            raise ThinkfastError("kd_data.samples_per_problem must be >= 1")
+        if self.samples_per_problem > 1 and self.temperature == 0:
+            raise ThinkfastError("kd_data.samples_per_problem > 1 needs kd_data.temperature > 0 (greedy answers repeat)")
 
 
 @dataclass

@@ -81,46 +81,74 @@ def stage_convert(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- kd data
-def _kd_prompts(cfg: RunConfig, path: Path) -> int:
+def _kd_prompts(cfg: RunConfig, path: Path, heldout_path: Path) -> tuple[int, int]:
+    """Write the KD prompt files: synthetic + GSM8K-train problems, and the next GSM8K-train
+    problems as held-out prompts (never trained on).  -> (training prompts, held-out prompts)."""
     from thinkfast.evaluation.datasets import load_problems
     from thinkfast.evaluation.synthetic import synthetic_problems
 
     k = cfg.kd_data
     rows = [{"question": p.question, "answer": p.gold}
             for p in synthetic_problems(k.synthetic_problems, k.synthetic_steps, seed=cfg.seed + 1000).problems]
-    if k.gsm8k_problems:
+    held = []
+    if k.gsm8k_problems or k.heldout_problems:
         try:
-            gsm = load_problems("gsm8k", cfg.data_dir, "train", k.gsm8k_problems)
-            rows += [{"question": p.question, "answer": p.gold} for p in gsm.problems]
+            gsm = load_problems("gsm8k", cfg.data_dir, "train", k.gsm8k_problems + k.heldout_problems).problems
+            rows += [{"question": p.question, "answer": p.gold} for p in gsm[: k.gsm8k_problems]]
+            held = [{"question": p.question, "answer": p.gold} for p in gsm[k.gsm8k_problems :]]
         except ThinkfastError as err:
             print(f"  note: no GSM8K train problems for the KD data ({err}); using synthetic problems only")
+    if k.heldout_problems and not held:  # no GSM8K: hold out synthetic problems of another seed
+        held = [{"question": p.question, "answer": p.gold}
+                for p in synthetic_problems(k.heldout_problems, k.synthetic_steps, seed=cfg.seed + 2000).problems]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return len(rows)
+    heldout_path.write_text("".join(json.dumps(r) + "\n" for r in held))
+    return len(rows), len(held)
+
+
+def kd_prompt_data(cfg: RunConfig, prompts: Path):
+    """How KD prompts become chat messages: the evaluation's prompt style, so the student learns
+    the teacher's answers to the questions exactly as they will be asked."""
+    from thinkfast.evaluation.prompts import load_template
+    from thinkfast.training.config import DataConfig
+
+    template = load_template(cfg.kd_data.prompt)
+    user = template.user.replace("{", "{{").replace("}", "}}").replace("{{question}}", "{prompt}")
+    return DataConfig(path=str(prompts), system_prompt=template.system, prompt_template=user)
 
 
 def stage_kd_data(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
     from thinkfast.inference.params import SamplingParams
-    from thinkfast.training.config import DataConfig
     from thinkfast.training.generate_data import generate_kd_data
 
+    k = cfg.kd_data
     paths.data.mkdir(parents=True, exist_ok=True)
     prompts, kd = paths.data / "prompts.jsonl", paths.data / "kd.jsonl"
-    n_prompts = _kd_prompts(cfg, prompts)
+    held_prompts, heldout = paths.data / "heldout_prompts.jsonl", paths.data / "heldout.jsonl"
+    n_prompts, n_held = _kd_prompts(cfg, prompts, held_prompts)
     t0 = time.time()
-    params = SamplingParams(temperature=0.0, max_new_tokens=cfg.kd_data.max_new_tokens, seed=cfg.seed)
-    generate_kd_data(cfg.teacher, str(prompts), str(kd), params, DataConfig(path=str(prompts)),
-                     batch_size=cfg.kd_data.batch_size, keep_truncated=cfg.kd_data.keep_truncated,
-                     device=str(_device(cfg)))
-    rows = [json.loads(line) for line in kd.read_text().splitlines() if line.strip()]
+    params = SamplingParams(temperature=k.temperature, max_new_tokens=k.max_new_tokens, seed=cfg.seed)
+    for source, target, n in ((prompts, kd, k.samples_per_problem), (held_prompts, heldout, 1)):
+        if source.stat().st_size == 0:
+            continue
+        generate_kd_data(cfg.teacher, str(source), str(target), params, kd_prompt_data(cfg, source), n=n,
+                         batch_size=k.batch_size, keep_truncated=k.keep_truncated, device=str(_device(cfg)))
+    rows = [json.loads(line) for line in kd.read_text().splitlines() if line.strip()] if kd.is_file() else []
     if not rows:
         raise ThinkfastError(
             "the teacher finished no answer within kd_data.max_new_tokens: raise it, or set kd_data.keep_truncated"
         )
-    return {"prompts": n_prompts, "examples": len(rows), "path": paths.rel(kd), "seconds": time.time() - t0}
+    held_rows = sum(1 for line in heldout.read_text().splitlines() if line.strip()) if heldout.is_file() else 0
+    out = {"prompts": n_prompts, "examples": len(rows), "path": paths.rel(kd), "seconds": time.time() - t0,
+           "mean_tokens": sum(r.get("num_tokens", 0) for r in rows) / len(rows)}
+    if held_rows:
+        out.update(heldout_prompts=n_held, heldout_examples=held_rows, heldout_path=paths.rel(heldout))
+    return out
 
 
 # --------------------------------------------------------------------------- training
-def _train_config(cfg: RunConfig, recipe: str, student_path: str, output_dir: Path, overrides: dict, data_path: str):
+def _train_config(cfg: RunConfig, recipe: str, student_path: str, output_dir: Path, overrides: dict, data_path: str,
+                  heldout_path: str | None = None):
     from thinkfast.training.config import TrainConfig
 
     base = {
@@ -136,6 +164,8 @@ def _train_config(cfg: RunConfig, recipe: str, student_path: str, output_dir: Pa
     }
     if recipe == "sft":
         base["loss"] = {"reverse_kl": 0.0, "ce": 1.0}
+    elif heldout_path is not None:  # KL / top-1 agreement to the teacher, before and after training
+        base["heldout"] = {"path": heldout_path, "seq_len": 1024, "packing": False}
     return from_dict(TrainConfig, _deep_merge(base, overrides), where=f"students.{output_dir.parent.name}.train")
 
 
@@ -147,18 +177,20 @@ def _final_dir(recipe: str, output_dir: Path, train_cfg) -> Path:
 
 
 def _train_one(cfg: RunConfig, paths: RunPaths, recipe: str, student_path: Path, output_dir: Path, overrides: dict,
-               data_path: Path) -> dict:
+               data_path: Path, heldout_path: Path | None = None) -> dict:
     from thinkfast.training.checkpoint import load_checkpoint
     from thinkfast.training.metrics import read_metrics
     from thinkfast.training.recipes import run as run_recipe
 
-    train_cfg = _train_config(cfg, recipe, str(student_path), output_dir, overrides, str(data_path))
+    train_cfg = _train_config(cfg, recipe, str(student_path), output_dir, overrides, str(data_path),
+                              str(heldout_path) if heldout_path is not None else None)
     final = _final_dir(recipe, output_dir, train_cfg)
     if not (final / "config.json").is_file():
-        dirs = [output_dir] if recipe != "mohawk" else sorted(output_dir.glob("stage*"))
+        dirs = [output_dir, output_dir / "align"] if recipe != "mohawk" else sorted(output_dir.glob("stage*"))
         resume = any(load_checkpoint(d) is not None for d in dirs)
         run_recipe(train_cfg, resume=resume)
-    metrics_files = [output_dir / "metrics.jsonl"] if recipe != "mohawk" else sorted(output_dir.glob("stage*/metrics.jsonl"))
+    metrics_files = ([output_dir / "align" / "metrics.jsonl", output_dir / "metrics.jsonl"] if recipe != "mohawk"
+                     else sorted(output_dir.glob("stage*/metrics.jsonl")))
     stages = []
     for path in metrics_files:
         rows = read_metrics(path) if path.is_file() else []
@@ -168,7 +200,12 @@ def _train_one(cfg: RunConfig, paths: RunPaths, recipe: str, student_path: Path,
                 "name": path.parent.name, "steps": rows[-1]["step"], "loss_first": rows[0]["loss"],
                 "loss_last": rows[-1]["loss"], "tokens_per_s": speeds[len(speeds) // 2] if speeds else None,
             })
-    return {"recipe": recipe, "path": paths.rel(final), "stages": stages}
+    out = {"recipe": recipe, "path": paths.rel(final), "stages": stages}
+    if (output_dir / "fidelity.json").is_file():
+        out["fidelity"] = json.loads((output_dir / "fidelity.json").read_text())
+    if (output_dir / "align" / "selection.json").is_file():
+        out["attention_selection"] = json.loads((output_dir / "align" / "selection.json").read_text())
+    return out
 
 
 def stage_distill(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
@@ -177,7 +214,12 @@ def stage_distill(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
     for s in cfg.students:
         print(f"  distilling {s.name} ({s.recipe}) ...", flush=True)
         init = paths.abs(results["convert"]["models"][s.name]["path"])
-        out[s.name] = _train_one(cfg, paths, s.recipe, init, paths.student(s.name) / "train", s.train, kd)
+        held = results["kd_data"].get("heldout_path")
+        overrides = s.train
+        if s.attention_layers == "auto":  # the recipe chooses the attention layers after alignment
+            overrides = _deep_merge({"student": {"attention_layers": "auto", "keep_attention": s.keep_attention}}, s.train)
+        out[s.name] = _train_one(cfg, paths, s.recipe, init, paths.student(s.name) / "train", overrides, kd,
+                                 paths.abs(held) if held else None)
     return out
 
 

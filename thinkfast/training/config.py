@@ -7,6 +7,7 @@ fail without touching a model or a file runs in `validate()`, so a bad config st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from thinkfast.errors import ThinkfastError
 
@@ -87,9 +88,32 @@ class OptimConfig:
 class StudentConfig:
     path: str | None = None  # an existing student directory (save_pretrained layout); else convert the teacher
     target: str = "hybrid"  # hybrid | llamba (conversion target)
-    attention_layers: list[int] | None = None
+    # explicit indices, or "auto": start all-Mamba and keep as attention the `keep_attention` layers whose
+    # attention lowers the KL to the teacher most after alignment (needs align.max_steps > 0)
+    attention_layers: list[int] | Literal["auto"] | None = None
     keep_attention: int | None = None
     mixer: str = "mamba1"
+
+
+@dataclass
+class AlignConfig:
+    """Hybrid distillation's first stage: each Mamba mixer learns its layer's attention output (align.py)."""
+
+    max_steps: int = 0  # 0: no alignment stage
+    lr: float = 3e-3
+    warmup: float = 0.05
+    micro_batch_size: int | None = None  # None: the top-level micro_batch_size
+    grad_accum: int | None = None  # None: the top-level grad_accum
+    data: DataConfig | None = None  # None: the top-level data
+    select_attention: int = 0  # > 0: the student starts all-Mamba; after alignment these many layers go back
+    #                            to the teacher's attention, chosen greedily by held-in KL (align.py)
+    selection_rows: int = 8  # rows of training data the selection measures on
+
+    def validate(self) -> None:
+        if self.max_steps < 0 or self.lr <= 0 or self.select_attention < 0:
+            raise ThinkfastError("align.max_steps and align.select_attention must be >= 0 and align.lr > 0")
+        if self.select_attention and not self.max_steps:
+            raise ThinkfastError("align.select_attention chooses layers after alignment: set align.max_steps > 0")
 
 
 @dataclass
@@ -118,6 +142,9 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     stages: list[MohawkStage] = field(default_factory=list)  # mohawk only, run in order
+    align: AlignConfig = field(default_factory=AlignConfig)  # distill only: mixer alignment before end-to-end
+    heldout: DataConfig | None = None  # held-out teacher text: KL / top-1 agreement measured before and after
+    heldout_rows: int = 16  # rows of heldout.seq_len tokens measured
     output_dir: str = "runs/thinkfast"
     seed: int = 0
     max_steps: int = 100
@@ -153,5 +180,13 @@ class TrainConfig:
                 raise ThinkfastError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.dtype not in ("auto", "fp32", "bf16") or self.teacher_dtype not in ("auto", "fp32", "bf16"):
             raise ThinkfastError("dtype / teacher_dtype must be auto, fp32 or bf16")
+        if self.align.max_steps and self.recipe != "distill":
+            raise ThinkfastError(f"align only applies to the distill recipe (hybrids), not {self.recipe}")
+        auto = self.student.attention_layers == "auto"
+        if auto and not (self.align.max_steps and self.student.keep_attention):
+            raise ThinkfastError(
+                "student.attention_layers=auto picks layers after alignment: set align.max_steps > 0 and "
+                "student.keep_attention to the number of attention layers to keep"
+            )
         if self.distributed not in ("ddp", "fsdp"):
             raise ThinkfastError(f"distributed {self.distributed!r} must be ddp or fsdp")

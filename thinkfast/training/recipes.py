@@ -19,6 +19,7 @@ from thinkfast.errors import ThinkfastError
 from thinkfast.training.config import DataConfig, TrainConfig
 from thinkfast.training.data import load_documents
 from thinkfast.training.distributed import DistInfo, setup_device
+from thinkfast.training.fidelity import FidelityLog, fidelity
 from thinkfast.training.packing import PackedLoader
 from thinkfast.training.tasks import MohawkLayerTask, TokenLossTask
 from thinkfast.training.trainer import TrainResult, train
@@ -101,16 +102,110 @@ def _finish_student(student, cfg: TrainConfig):
     return student.train()
 
 
+def heldout_batches(cfg: TrainConfig, tokenizer) -> list[dict] | None:
+    """The held-out rows fidelity is measured on (first `heldout_rows` packed rows, fixed order)."""
+    if cfg.heldout is None:
+        return None
+    docs = load_documents(cfg.heldout, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    rows = min(cfg.heldout_rows, len(docs))
+    loader = PackedLoader(docs, cfg.heldout.seq_len, rows, 1, cfg.heldout.packing, False, 0, pad)
+    (batch,) = loader.next_step()
+    step = max(1, cfg.micro_batch_size)
+    return [{k: v[i : i + step] for k, v in batch.items()} for i in range(0, rows, step)]
+
+
+def _measure(fid: FidelityLog, key: str, student, teacher, heldout, device, layers=None) -> None:
+    if heldout is None or fid.has(key):
+        return
+    student.to(device)
+    point = fidelity(student, teacher, heldout)
+    if layers:
+        from thinkfast.training.align import layer_errors
+
+        point["layer_errors"] = {str(i): e for i, e in layer_errors(student, teacher, heldout, layers).items()}
+    fid.record(key, point)
+    extra = f", mean layer error {sum(point['layer_errors'].values()) / len(layers):.3f}" if layers else ""
+    print(f"[thinkfast] {key}: KL to teacher {point['kl_to_teacher']:.3f} nats/token, top-1 agreement "
+          f"{point['top1_agreement']:.1%}{extra}", flush=True)
+
+
+def _align_stage(cfg: TrainConfig, student, teacher, tokenizer, info, device, resume, on_step, fid, heldout):
+    """Stage 1 of hybrid distillation (align.py), in <output_dir>/align; returns the aligned student."""
+    from thinkfast.models import ThinkfastForCausalLM
+    from thinkfast.training.align import MixerAlignTask, select_attention_layers, use_teacher_attention
+
+    a = cfg.align
+    align_dir = Path(cfg.output_dir) / "align"
+    selection_file = align_dir / "selection.json"
+    keep = a.select_attention or (cfg.student.keep_attention if cfg.student.attention_layers == "auto" else 0)
+    final = align_dir / "final"
+    if (final / "config.json").is_file() and (not keep or selection_file.is_file()):
+        return ThinkfastForCausalLM.from_pretrained(str(final), dtype=torch.float32)  # finished earlier
+    layers = [i for i, m in enumerate(student.config.layer_mixers) if m != "attention"]
+    if (final / "config.json").is_file():  # killed between alignment and selection: redo the selection only
+        student = ThinkfastForCausalLM.from_pretrained(str(final), dtype=torch.float32)
+    else:
+        _measure(fid, "init", student, teacher, heldout, device, layers)
+        student = _finish_student(student, cfg)
+        task = MixerAlignTask(student, teacher, layers, tokenizer)
+        micro, accum = a.micro_batch_size or cfg.micro_batch_size, a.grad_accum or cfg.grad_accum
+        stage_cfg = dataclasses.replace(cfg, output_dir=str(align_dir), micro_batch_size=micro, grad_accum=accum,
+                                        optim=dataclasses.replace(cfg.optim, warmup=a.warmup, lr=a.lr))
+        loader = make_loader(a.data or cfg.data, stage_cfg, tokenizer, info)
+        train(task, loader, stage_cfg, align_dir, a.max_steps, a.lr, info, device, resume, on_step)
+        student = task.module.student
+    student.to(device)
+    if keep:
+        import json
+
+        from thinkfast.convert.layout import spread_attention_layers
+
+        sel_cfg = dataclasses.replace(cfg, micro_batch_size=a.selection_rows, grad_accum=1, seed=cfg.seed + 1)
+        rows = make_loader(a.data or cfg.data, sel_cfg, tokenizer, info).next_step()
+        step = max(1, cfg.micro_batch_size)
+        batches = [{k: v[i : i + step].to(device) for k, v in rows[0].items()} for i in range(0, a.selection_rows, step)]
+        even = spread_attention_layers(len(student.config.layer_mixers), keep)
+        result = select_attention_layers(student, teacher, batches, keep, even=even)
+        use_teacher_attention(student, teacher, result["chosen"])
+        if info.main:
+            tmp = align_dir / "final.partial"
+            student.save_pretrained(str(tmp), safe_serialization=True)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(str(tmp))
+            import shutil
+
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            selection_file.write_text(json.dumps(result, indent=1))
+        print(f"[thinkfast] attention layers chosen by measurement: {result['chosen']} (KL {result['kl_chosen']:.3f}; "
+              f"evenly spread {result['even']}: {result['kl_even']:.3f})", flush=True)
+        layers = [i for i in layers if i not in result["chosen"]]
+    _measure(fid, "aligned", student, teacher, heldout, device, layers)
+    return student
+
+
 def run_distill(cfg: TrainConfig, resume: bool = False, on_step=None) -> TrainResult:
     device, info = _prepare(cfg)
     tokenizer = load_recipe_tokenizer(cfg)
     loader = make_loader(cfg.data, cfg, tokenizer, info)  # data errors surface before models load
+    heldout = heldout_batches(cfg, tokenizer)
     hf_teacher = load_hf_teacher(cfg, device)
-    student = _finish_student(build_student(cfg, hf_teacher), cfg)
+    student = build_student(cfg, hf_teacher)
     teacher = teacher_stack(hf_teacher, _teacher_dtype(cfg, device), device)
     del hf_teacher
+    fid = FidelityLog(cfg.output_dir, enabled=info.main)
+    if cfg.align.max_steps:
+        student = _align_stage(cfg, student, teacher, tokenizer, info, device, resume, on_step, fid, heldout)
+    else:
+        _measure(fid, "init", student, teacher, heldout, device)
+    student = _finish_student(student, cfg)
+    for p in student.parameters():  # end to end: every parameter trains
+        p.requires_grad_(True)
     task = TokenLossTask(student, cfg.loss, teacher, tokenizer)
-    return train(task, loader, cfg, cfg.output_dir, cfg.max_steps, cfg.optim.lr, info, device, resume, on_step)
+    result = train(task, loader, cfg, cfg.output_dir, cfg.max_steps, cfg.optim.lr, info, device, resume, on_step)
+    _measure(fid, "final", task.module.student, teacher, heldout, device)
+    return result
 
 
 def run_sft(cfg: TrainConfig, resume: bool = False, on_step=None) -> TrainResult:
@@ -137,6 +232,9 @@ def run_mohawk(cfg: TrainConfig, resume: bool = False, on_step=None) -> list[Tra
     student = build_student(cfg, hf_teacher)
     teacher = teacher_stack(hf_teacher, _teacher_dtype(cfg, device), device)
     del hf_teacher
+    heldout = heldout_batches(cfg, tokenizer)
+    fid = FidelityLog(cfg.output_dir, enabled=info.main)
+    _measure(fid, "init", student, teacher, heldout, device)
     results = []
     for index, (stage, loader) in enumerate(zip(cfg.stages, loaders)):
         stage_dir = Path(cfg.output_dir) / f"stage{index + 1}-{stage.stage}"
@@ -157,6 +255,7 @@ def run_mohawk(cfg: TrainConfig, resume: bool = False, on_step=None) -> list[Tra
         lr = stage.lr or cfg.optim.lr
         results.append(train(task, loader, stage_cfg, stage_dir, stage.max_steps, lr, info, device, resume, on_step))
         student = task.module.student.cpu() if device.type == "cpu" else task.module.student
+        _measure(fid, stage_dir.name, student, teacher, heldout, device)
     return results
 
 
