@@ -149,4 +149,14 @@ def test_overrides_without_a_config_apply_to_the_default(monkeypatch):
     monkeypatch.setattr("thinkfast.pipeline.run_pipeline", lambda cfg, **kw: seen.setdefault("cfg", cfg))
     assert main(["run", "out_dir=runs/elsewhere", "n_samples=16"]) == 0
     assert seen["cfg"].out_dir == "runs/elsewhere" and seen["cfg"].n_samples == 16
-    assert run_command.DEFAULT_CONFIG == "run_cpu_default" and seen["cfg"].teacher == "smollm2-135m"
+    assert run_command.default_config() == "run_cpu_default" and seen["cfg"].teacher == "smollm2-135m"
+
+
+def test_the_default_config_follows_the_machine(monkeypatch):
+    from thinkfast.commands import run as run_command
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert run_command.default_config() == "run_gpu_default"
+    cfg = load_config(RunConfig, run_command.resolve_config("run_gpu_default"))
+    assert cfg.teacher == "qwen2.5-coder-0.5b" and cfg.students[0].attention_layers == "auto"
+    assert cfg.eval_sets[0].dataset.limit == 200 and cfg.n_samples == 64 and cfg.sampling.max_new_tokens == 512

@@ -6,7 +6,15 @@ from pathlib import Path
 
 from thinkfast.config import shipped_config
 
-DEFAULT_CONFIG = "run_cpu_default"
+CPU_DEFAULT, GPU_DEFAULT = "run_cpu_default", "run_gpu_default"
+
+
+def default_config() -> str:
+    """run_gpu_default (Qwen2.5-Coder-0.5B teacher, ~30 min on one H100/H200) where CUDA is present, else
+    run_cpu_default (SmolLM2-135M teacher, ~10 min on 2 CPU cores)."""
+    import torch
+
+    return GPU_DEFAULT if torch.cuda.is_available() else CPU_DEFAULT
 
 
 def resolve_config(name: str) -> Path:
@@ -22,8 +30,8 @@ def register(subparsers) -> None:
         description="Each stage caches its output under out_dir/stages; a rerun skips finished stages and a killed "
         "run resumes where it stopped.",
     )
-    p.add_argument("config", nargs="?", default=DEFAULT_CONFIG,
-                   help=f"YAML file or shipped config name (default: {DEFAULT_CONFIG})")
+    p.add_argument("config", nargs="?", default=None,
+                   help=f"YAML file or shipped config name (default: {GPU_DEFAULT} with CUDA, else {CPU_DEFAULT})")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. out_dir=runs/x n_samples=16")
     p.add_argument("--from", dest="from_stage", choices=STAGES, help="redo this stage and every later one")
     p.add_argument("--until", choices=STAGES, help="stop after this stage")
@@ -35,8 +43,9 @@ def run(args) -> int:
     from thinkfast.pipeline import RunConfig, run_pipeline
 
     config, overrides = args.config, list(args.overrides)
-    if "=" in config and not Path(config).is_file():  # `thinkfast run out_dir=x`: overrides of the default
-        config, overrides = DEFAULT_CONFIG, [config, *overrides]
+    if config is not None and "=" in config and not Path(config).is_file():  # `thinkfast run out_dir=x`
+        config, overrides = None, [config, *overrides]
+    config = config or default_config()
     cfg = load_config(RunConfig, resolve_config(config), overrides=overrides)
     run_pipeline(cfg, from_stage=args.from_stage, until=args.until)
     return 0

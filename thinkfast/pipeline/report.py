@@ -7,6 +7,7 @@ import json
 import shutil
 
 from thinkfast.pipeline.config import RunConfig
+from thinkfast.pipeline.summary import fidelity_section, pareto_section, run_summary
 
 METRIC_TITLES = {"pass": "coverage (pass@k)", "maj": "accuracy (majority vote, maj@k)"}
 
@@ -126,14 +127,18 @@ def write_run_report(cfg: RunConfig, paths, results: dict) -> dict:
         + f". Written {dt.datetime.now().isoformat(timespec='seconds')}; run directory `{paths.root}`.",
         "",
     ]
+    summary = run_summary(cfg, results)
     lines += _models_section(cfg, results)
     lines += _training_section(results)
+    lines += fidelity_section(results)
     budget_figures = {}
     for name, info in results.get("eval", {}).items():
         section, figures = _eval_section(name, info, paths)
         lines += section
         budget_figures[name] = figures
+    lines += pareto_section(summary)
     lines += ["", HOW_TO_READ]
+    (paths.report / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     (paths.report / "report.md").write_text("\n".join(lines) + "\n")
     everything = {"config_out_dir": str(paths.root), "stages": results, "budget_tables": budget_figures}
     (paths.report / "report.json").write_text(json.dumps(everything, indent=1, default=str))

@@ -89,7 +89,8 @@ def _kd_prompts(cfg: RunConfig, path: Path, heldout_path: Path) -> tuple[int, in
 
     k = cfg.kd_data
     rows = [{"question": p.question, "answer": p.gold}
-            for p in synthetic_problems(k.synthetic_problems, k.synthetic_steps, seed=cfg.seed + 1000).problems]
+            for p in synthetic_problems(k.synthetic_problems, k.synthetic_steps, seed=cfg.seed + 1000).problems
+            ] if k.synthetic_problems else []
     held = []
     if k.gsm8k_problems or k.heldout_problems:
         try:
@@ -199,6 +200,7 @@ def _train_one(cfg: RunConfig, paths: RunPaths, recipe: str, student_path: Path,
             stages.append({
                 "name": path.parent.name, "steps": rows[-1]["step"], "loss_first": rows[0]["loss"],
                 "loss_last": rows[-1]["loss"], "tokens_per_s": speeds[len(speeds) // 2] if speeds else None,
+                "tokens": sum(r.get("tokens", 0) for r in rows), "seconds": sum(r.get("step_time_s", 0.0) for r in rows),
             })
     out = {"recipe": recipe, "path": paths.rel(final), "stages": stages}
     if (output_dir / "fidelity.json").is_file():

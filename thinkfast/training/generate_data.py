@@ -57,7 +57,7 @@ def generate_kd_data(teacher_spec: str, prompts_path: str, out_path: str, params
     model, tokenizer = load_for_generation(teacher_spec, dtype=torch_dtype, device=str(dev))
     out.parent.mkdir(parents=True, exist_ok=True)
     added = 0
-    step = max(1, batch_size // n) * 8  # prompts per flush
+    step = max(1, batch_size // n) * 32  # prompts per flush (each flush builds an engine: few, large ones)
     for start in range(0, len(todo), step):
         idx = todo[start : start + step]
         prompts = [record_to_messages(records[i], data, with_response=False) for i in idx]
