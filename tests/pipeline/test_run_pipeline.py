@@ -206,3 +206,17 @@ def test_report_links_each_metric_to_its_own_chart(finished):
     md = stages.RunPaths(cfg.out_dir).abs(results["report"]["report"]).read_text()
     assert "![coverage (pass@k) on synthetic-1step](synthetic-1step-pass.png)" in md
     assert "![accuracy (majority vote, maj@k) on synthetic-1step](synthetic-1step-maj.png)" in md
+
+
+def test_sweep_drops_batches_the_planner_refuses_and_the_sampled_method_runs_on_cpu(monkeypatch):
+    from tests.inference.test_bench_speed_smoke import _tiny
+    from thinkfast.pipeline import throughput
+
+    model = _tiny("hybrid-1b")
+    monkeypatch.setattr(throughput.Session, "slots", property(lambda self: 2))  # as if only 2 slots fit
+    out = throughput.best_batch(model, None, [4, 2], 8, 8, "sampled", checkpoints=2, steps=2)
+    assert out["batch_size"] == 2 and out["decode_tokens_per_s"] > 0 and out["method"] == "sampled"
+    assert [s["batch"] for s in out["sweep"]] == [2, 4] and out["sweep"][1]["fits"] is False
+    assert "memory planner" in out["sweep"][1]["reason"]
+    with pytest.raises(ThinkfastError, match="no candidate batch"):
+        throughput.best_batch(model, None, [4, 8], 8, 8, "sampled", checkpoints=2, steps=2)
