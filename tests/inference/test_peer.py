@@ -20,7 +20,7 @@ def test_every_route_compiled_with_a_cheap_backend():
     for r in records:
         assert r["ok"], r
         assert FIELDS <= set(r) and r["tokens_per_s"] > 0 and r["compiled"]
-        assert r["end_to_end_tokens_per_s"] < r["tokens_per_s"]  # the whole call includes the prefill
+        assert r["end_to_end_tokens_per_s"] > 0 and r["decode_s"] < r["generate_s"]  # prefill taken out
     by = {r["route"]: r for r in records}
     assert by["compile_config"]["max_cache_len"] == by["default"]["max_cache_len"] == 18
     assert not by["compile_config"]["recompiled_in_timed_call"] and not by["default"]["recompiled_in_timed_call"]

@@ -110,7 +110,14 @@ def _reset(model) -> None:
     except Exception:  # noqa: BLE001
         pass
     if torch.cuda.is_available():
+        try:  # the CUDA-graph pools of the last route's compiled call
+            from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+
+            reset_cudagraph_trees()
+        except Exception:  # noqa: BLE001
+            pass
         torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
 
 
 def _supports_max_cache_len() -> bool:
