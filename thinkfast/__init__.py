@@ -14,6 +14,10 @@ Pipeline layout (one sub-package per stage):
 
 __version__ = "0.1.0"
 
+from thinkfast import _autoregister
+
+_autoregister.install()  # AutoModelForCausalLM.from_pretrained(student_dir) works after `import thinkfast`
+
 
 def generate(model, tokenizer, prompts, params=None, n: int = 1, **engine_kwargs):
     """Sample `n` completions per prompt with the batched engine (see thinkfast.inference.Engine)."""

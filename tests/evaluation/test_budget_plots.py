@@ -38,3 +38,23 @@ def test_plot_and_report(tmp_path):
     }
     text = open(write_report(scores, {"maj": png}, tmp_path / "report.md")).read()
     assert "| a | 25.0 ± 0.0 (0.1s) | 50.0 ± 10.0 (0.2s) |" in text and "![maj@k](maj.png)" in text
+
+
+def test_report_says_how_each_model_was_timed(tmp_path):
+    rows = [{"num_tokens": 100, "seconds": 0.5}]
+    measured = {"method": "throughput", "measured_by": "full", "batch": 128, "candidates": [64, 128, 256],
+                "prompt_tokens": 151, "new_tokens": 2048, "new_tokens_from": "sampling.max_new_tokens"}
+    timings = {
+        "measured": budget.timing_record("throughput", measured, 64, rows),
+        "given": budget.timing_record("throughput", None, 64, rows),
+        "wall": budget.timing_record("wall", {"method": "wall", "batch": 256, "batch_from": "best batch"}, 256, rows),
+    }
+    assert timings["wall"]["mean_new_tokens"] == 100
+    scores = {m: {"problems": 1, "samples_per_problem": 1, "mean_tokens": 100.0, "seconds_per_sample": 0.1,
+                  "time_method": t["method"], "timing": t, "seconds": {"1": 0.1}, "metrics": {}}
+              for m, t in timings.items()}
+    text = open(write_report(scores, {}, tmp_path / "report.md")).read()
+    assert ("- measured: throughput: k × mean tokens ÷ full-run decode tok/s at batch 128 (best of 64, 128, 256), "
+            "prompt 151 + gen 2048 tokens (gen: sampling.max_new_tokens)") in text
+    assert "- given: throughput: k × mean tokens ÷ the tok/s given in the config" in text
+    assert "- wall: wall: measured sampling time per sample at batch 256 (best batch)" in text

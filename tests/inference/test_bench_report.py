@@ -4,8 +4,8 @@ import torch
 
 from thinkfast.benchmarks import roofline
 from thinkfast.benchmarks.report import write_markdown, write_plots
-from thinkfast.benchmarks.shapes import model_config
-from thinkfast.benchmarks.speed import headline, integrate_decode_seconds
+from thinkfast.benchmarks.shapes import MODELS, model_config, teacher_of
+from thinkfast.benchmarks.speed import PROTOCOL_SETS, headline, integrate_decode_seconds, ratios
 
 
 def test_roofline_matches_spec_example():
@@ -37,7 +37,8 @@ def test_report_files(tmp_path):
     results = {"gpu": "fake", "date": "today", "command": "thinkfast bench speed --out x", "torch": "x",
                "measured_copy_bandwidth_bytes_per_s": 3e12, "measured_bf16_matmul_flops": 7e14,
                "models": {"hybrid-3b": {}, "llama-3b": {}}, "points": [point, teacher, oom], "full": [],
-               "peer": [{"size": "3b", "batch": 256, "ok": False, "error": "boom"}]}
+               "peer": [{"size": "3b", "batch": 256, "prompt": 512, "gen": 512, "route": "default", "ok": False,
+                         "error": "boom", "is_peer": False}]}
     results["headline"] = headline(results)
     assert abs(results["headline"]["hybrid-3b_B256_vs_llama-3b_best"] - 2.75) < 1e-9
     assert results["headline"]["llama-3b_B512_256+4096_fits"] is False
@@ -46,3 +47,63 @@ def test_report_files(tmp_path):
     text = (tmp_path / "speed.md").read_text()
     assert "OOM" in text and "22,000" in text
     assert (tmp_path / "speed.png").stat().st_size > 1000
+
+
+def test_qwen_shapes():
+    from thinkfast.models import ThinkfastForCausalLM
+
+    for size, hidden, layers, attn, params in (("0.5b", 896, 24, [3, 7, 11, 15, 19, 23], 494e6),
+                                               ("1.5b", 1536, 28, [4, 8, 13, 18, 22, 27], 1544e6)):
+        teacher, hybrid = model_config(f"qwen-{size}"), model_config(f"hybrid-qwen-{size}")
+        assert teacher.hidden_size == hidden and teacher.num_hidden_layers == layers and teacher.vocab_size == 151936
+        assert teacher.attention_bias and teacher.tie_word_embeddings and teacher.num_key_value_heads == 2
+        assert [i for i, m in enumerate(hybrid.layer_mixers) if m == "attention"] == attn
+        assert teacher_of(f"hybrid-qwen-{size}") == f"qwen-{size}"
+        with torch.device("meta"):
+            model = ThinkfastForCausalLM(teacher)
+        assert abs(sum(p.numel() for p in model.parameters()) - params) / params < 0.02  # Qwen2.5's published sizes
+
+
+def test_protocol_sets_are_consistent():
+    for name, cfg in PROTOCOL_SETS.items():
+        assert set(cfg["models"]) <= set(MODELS), name
+        for model, protocol, batch, gen in cfg["full_runs"]:
+            assert model in cfg["models"] and gen in cfg["protocols"][protocol]["gens"], name
+    issue11 = PROTOCOL_SETS["issue11"]
+    assert issue11["peer"] == [{"size": "1b", "batch": 256, "prompt": 512, "gen": 512}]
+    assert {m for m, *_ in issue11["full_runs"]} == {"llama-1b", "hybrid-1b"}
+    g = PROTOCOL_SETS["qwen"]["protocols"]["G"]
+    assert (g["prompt"], g["gens"], g["batches"]) == (200, [256, 2048], [256, 512])
+
+
+def test_qwen_report_ratios_and_roofline_plot(tmp_path):
+    points = []
+    for size in ("qwen-0.5b", "qwen-1.5b"):
+        for batch in (256, 512):
+            for gen in (256, 2048):
+                for model, tps, bound in ((size, 10000.0, 20000.0), (f"hybrid-{size}", 25000.0, 40000.0)):
+                    points.append(dict(model=model, protocol="G", batch=batch, prompt=200, gen=gen, oom=False,
+                                       method="sampled", tokens_per_s=tps, bound_tokens_per_s=bound,
+                                       fraction_of_bound=tps / bound, latency_ms_per_step=1.0))
+    peer = [{"size": "1b", "batch": 256, "prompt": 512, "gen": 512, "route": r, "ok": True, "tokens_per_s": t,
+             "end_to_end_tokens_per_s": t / 2, "compile_s": 20.0, "compiled": True, "is_peer": r == "default",
+             "recompiled_in_timed_call": False} for r, t in (("compile_config", 7000.0), ("default", 7500.0))]
+    full = [dict(model="hybrid-1b", protocol="A", batch=256, prompt=512, gen=512, oom=False, method="full",
+                 tokens_per_s=90000.0, bound_tokens_per_s=150000.0, fraction_of_bound=0.6)]
+    results = {"gpu": "fake", "date": "today", "command": "thinkfast bench speed --protocol qwen --out x", "torch": "x",
+               "protocol_set": "qwen", "config": PROTOCOL_SETS["qwen"],
+               "measured_copy_bandwidth_bytes_per_s": 4e12, "measured_bf16_matmul_flops": 8e14,
+               "models": {m: {} for m in PROTOCOL_SETS["qwen"]["models"] + ["hybrid-1b"]}, "points": points,
+               "full": full, "peer": peer}
+    rows = ratios(results)
+    assert len(rows) == 8 and all(abs(r["ratio"] - 2.5) < 1e-9 and abs(r["bound_ratio"] - 2.0) < 1e-9 for r in rows)
+    results["ratios"] = rows
+    results["headline"] = headline(results)
+    assert results["headline"]["hf_peer_1b_route"] == "default"
+    assert abs(results["headline"]["hybrid-1b_A_B256_vs_hf_peer"] - 12.0) < 1e-9
+    write_markdown(results, tmp_path)
+    write_plots(results, tmp_path)
+    text = (tmp_path / "speed.md").read_text()
+    assert "| qwen-1.5b | hybrid-qwen-1.5b | G | 512 | 200+2048 |" in text and "2.50× | 2.00×" in text
+    assert "**default** (the peer)" in text and "speed_roofline.png" in text
+    assert (tmp_path / "speed.png").stat().st_size > 1000 and (tmp_path / "speed_roofline.png").stat().st_size > 1000

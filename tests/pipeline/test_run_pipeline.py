@@ -26,7 +26,7 @@ def _config(teacher: str, out_dir) -> RunConfig:
         ],
         "kd_data": {"synthetic_problems": 4, "gsm8k_problems": 0, "max_new_tokens": 12, "batch_size": 8,
                     "keep_truncated": True},
-        "speed": {"batch_size": 2, "prompt_tokens": 4, "new_tokens": 4},
+        "speed": {"batches": [2, 4], "method": "full"},
         "eval_sets": [{"dataset": {"name": "synthetic", "synthetic_n": 3, "synthetic_steps": 1}, "prompt": "plain"}],
         "n_samples": 2, "k_list": [1, 2],
         "sampling": {"temperature": 0.8, "max_new_tokens": 6, "seed": 0},
@@ -69,12 +69,19 @@ def test_report_holds_the_measured_numbers(finished):
     for name, info in speed.items():
         assert info["decode_tokens_per_s"] > 0
         assert f"{info['decode_tokens_per_s']:,.0f}" in md  # the table shows what the speed stage measured
+        measured = info["evals"]["synthetic-1step"]
+        assert [x["batch"] for x in measured["sweep"]] == [2, 4] and measured["new_tokens"] == 6  # max_new_tokens
+        assert measured["batch_size"] in (2, 4) and measured["prompt_tokens"] > 4  # the set's own mean prompt
     scores = results["eval"]["synthetic-1step"]["scores"]
     assert report["stages"]["eval"]["synthetic-1step"]["scores"] == json.loads(json.dumps(scores))
-    # M1's time method: seconds of k samples = k x tokens per sample / measured tok/s
+    # M1's time method: seconds of k samples = k x tokens per sample / tok/s at the model's best batch
     for name, s in scores.items():
-        expect = s["mean_tokens"] / speed[name]["decode_tokens_per_s"]
+        measured = speed[name]["evals"]["synthetic-1step"]
+        expect = s["mean_tokens"] / measured["decode_tokens_per_s"]
         assert s["seconds"]["2"] == pytest.approx(2 * expect, rel=1e-6)
+        assert s["timing"]["batch"] == measured["batch_size"] and s["timing"]["method"] == "throughput"
+        line = f"- {name}: throughput: k × mean tokens ÷ full-run decode tok/s at batch {measured['batch_size']} (best of 2, 4)"
+        assert line in md  # the report says each model's time method, batch and lengths
     assert "![" in md and "| teacher |" in md
     assert "hybrid" in results["distill"] and results["distill"]["hybrid"]["stages"][0]["steps"] == 3
     assert len(results["distill"]["pure"]["stages"]) == 3
@@ -160,3 +167,66 @@ def test_the_default_config_follows_the_machine(monkeypatch):
     cfg = load_config(RunConfig, run_command.resolve_config("run_gpu_default"))
     assert cfg.teacher == "qwen2.5-coder-0.5b" and cfg.students[0].attention_layers == "auto"
     assert cfg.eval_sets[0].dataset.limit == 200 and cfg.n_samples == 64 and cfg.sampling.max_new_tokens == 512
+
+
+def test_budgets_come_from_each_models_best_batch(finished, tmp_path, monkeypatch):
+    """Throughput sweep faked so batch 128 is fastest for the hybrid and 64 for the others: the
+    seconds of every k come from that model's own best batch, and the report says which."""
+    from thinkfast.evaluation.pipeline import run as run_eval
+    from thinkfast.pipeline import throughput
+
+    cfg, _ = finished
+    out = tmp_path / "main"
+    shutil.copytree(cfg.out_dir, out)
+    base = load_config(RunConfig, {**to_dict(cfg), "out_dir": str(out), "speed": {"batches": [64, 128]}})
+    paths = stages.RunPaths(out)
+    results = {name: json.loads((out / "stages" / f"{name}.json").read_text())
+               for name in ("convert", "kd_data", "distill", "sft")}
+    fake = {"hybrid": {64: 100.0, 128: 300.0}, "teacher": {64: 200.0, 128: 150.0}, "pure": {64: 50.0, 128: 40.0}}
+    seen = []
+
+    def measure(session, batch):
+        mixers = set(session.model.config.layer_mixers)
+        name = "hybrid" if "mamba1" in mixers else "pure" if "discrete_mamba2" in mixers else "teacher"
+        seen.append((name, batch, session.prompt_tokens, session.new_tokens))
+        return fake[name][batch]
+
+    monkeypatch.setattr(throughput, "measure_batch", measure)
+    results["speed"] = stages.stage_speed(base, paths, results)
+    assert {(n, b) for n, b, _, _ in seen} == {(n, b) for n in fake for b in (64, 128)}
+    assert {g for *_, g in seen} == {base.sampling.max_new_tokens}
+    best = {"hybrid": (128, 300.0), "teacher": (64, 200.0), "pure": (64, 50.0)}
+    eval_set = base.eval_sets[0]
+    ecfg = stages.eval_config(base, paths, results, eval_set, out / "eval" / "synthetic-1step")
+    for spec in ecfg.models:
+        assert (spec.timing["batch"], spec.tokens_per_second) == best[spec.name]
+    scores = run_eval(ecfg, ["score"])["scores"]
+    for name, s in scores.items():
+        assert s["seconds"]["2"] == pytest.approx(2 * s["mean_tokens"] / best[name][1], rel=1e-9)
+        assert s["timing"]["batch"] == best[name][0]
+    # wall time: sampled at the best batch, no throughput used
+    wall = load_config(RunConfig, {**to_dict(base), "time_method": "wall"})
+    ecfg = stages.eval_config(wall, paths, results, eval_set, out / "eval" / "wall")
+    assert {s.name: (s.batch_size, s.tokens_per_second, s.timing["method"]) for s in ecfg.models} == {
+        n: (b, None, "wall") for n, (b, _) in best.items()}
+
+
+def test_report_links_each_metric_to_its_own_chart(finished):
+    cfg, results = finished
+    md = stages.RunPaths(cfg.out_dir).abs(results["report"]["report"]).read_text()
+    assert "![coverage (pass@k) on synthetic-1step](synthetic-1step-pass.png)" in md
+    assert "![accuracy (majority vote, maj@k) on synthetic-1step](synthetic-1step-maj.png)" in md
+
+
+def test_sweep_drops_batches_the_planner_refuses_and_the_sampled_method_runs_on_cpu(monkeypatch):
+    from tests.inference.test_bench_speed_smoke import _tiny
+    from thinkfast.pipeline import throughput
+
+    model = _tiny("hybrid-1b")
+    monkeypatch.setattr(throughput.Session, "slots", property(lambda self: 2))  # as if only 2 slots fit
+    out = throughput.best_batch(model, None, [4, 2], 8, 8, "sampled", checkpoints=2, steps=2)
+    assert out["batch_size"] == 2 and out["decode_tokens_per_s"] > 0 and out["method"] == "sampled"
+    assert [s["batch"] for s in out["sweep"]] == [2, 4] and out["sweep"][1]["fits"] is False
+    assert "memory planner" in out["sweep"][1]["reason"]
+    with pytest.raises(ThinkfastError, match="no candidate batch"):
+        throughput.best_batch(model, None, [4, 8], 8, 8, "sampled", checkpoints=2, steps=2)

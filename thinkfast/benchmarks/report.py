@@ -1,12 +1,34 @@
-"""Speed benchmark output: PNG plots (matplotlib Agg) and a Markdown table."""
+"""Speed benchmark output: PNG plots (matplotlib Agg) and a Markdown table.
+
+speed.png: tokens/s (with the roofline bound dotted) and fraction of bound, one column per panel
+(a protocol, or a protocol's generation length when it sweeps batches at several lengths).
+speed_roofline.png: fraction of the roofline bound by model shape, teacher beside its students.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+DEFAULT_TITLES = {"A": "prompt 512 + gen 512", "B": "prompt 256 + decode 4096", "C": "prompt 256, batch 128"}
+
 
 def _fmt(x, spec=",.0f"):
     return "—" if x is None else format(x, spec)
+
+
+def _panels(results: dict) -> list[tuple[str, str, int | None, str]]:
+    """(protocol, x key, fixed gen or None, title) for every panel, from the points themselves."""
+    panels = []
+    for protocol in dict.fromkeys(p["protocol"] for p in results["points"] + results["full"]):
+        pts = [p for p in results["points"] + results["full"] if p["protocol"] == protocol]
+        batches, gens = sorted({p["batch"] for p in pts}), sorted({p["gen"] for p in pts})
+        prompt = pts[0]["prompt"]
+        if len(batches) == 1 and len(gens) > 1:
+            panels.append((protocol, "gen", None, f"{protocol}: prompt {prompt}, batch {batches[0]}"))
+        else:
+            for gen in gens:
+                panels.append((protocol, "batch", gen, f"{protocol}: prompt {prompt} + gen {gen}"))
+    return panels
 
 
 def write_plots(results: dict, out: Path) -> None:
@@ -15,29 +37,44 @@ def write_plots(results: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("A", "batch", "prompt 512 + gen 512"), ("B", "batch", "prompt 256 + decode 4096"),
-              ("C", "gen", "prompt 256, batch 128")]
-    fig, axes = plt.subplots(2, 3, figsize=(17, 9))
-    for col, (protocol, xkey, title) in enumerate(panels):
+    panels = _panels(results) or [("A", "batch", 512, DEFAULT_TITLES["A"])]
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.7 * len(panels), 9), squeeze=False)
+    colors = {}
+    for col, (protocol, xkey, gen, title) in enumerate(panels):
         ax, axf = axes[0, col], axes[1, col]
+
+        def here(p, protocol=protocol, gen=gen):
+            return p["protocol"] == protocol and (gen is None or p["gen"] == gen)
+
         for model in results["models"]:
-            pts = sorted((p for p in results["points"] if p["model"] == model and p["protocol"] == protocol),
-                         key=lambda p: p[xkey])
+            pts = sorted((p for p in results["points"] if p["model"] == model and here(p)), key=lambda p: p[xkey])
+            full = sorted((p for p in results["full"] if p["model"] == model and here(p) and not p["oom"]),
+                          key=lambda p: p[xkey])
             ok = [p for p in pts if not p["oom"]]
+            shown = ok or full
+            if not shown:
+                continue
+            style = "o-" if ok else "s"
+            line, = ax.plot([p[xkey] for p in shown], [p["tokens_per_s"] for p in shown], style, label=model,
+                            color=colors.get(model))
+            colors[model] = line.get_color()
+            bounds = pts or full
+            ax.plot([p[xkey] for p in bounds], [p["bound_tokens_per_s"] for p in bounds], ":", color=line.get_color(),
+                    alpha=0.6)
+            axf.plot([p[xkey] for p in shown], [p["fraction_of_bound"] for p in shown], style, color=line.get_color(),
+                     label=model)
+            for p in pts:
+                if p["oom"]:
+                    ax.plot(p[xkey], p["bound_tokens_per_s"], "x", color=line.get_color(), markersize=10)
             if ok:
-                line, = ax.plot([p[xkey] for p in ok], [p["tokens_per_s"] for p in ok], "o-", label=model)
-                ax.plot([p[xkey] for p in pts], [p["bound_tokens_per_s"] for p in pts], ":", color=line.get_color(), alpha=0.6)
-                axf.plot([p[xkey] for p in ok], [p["fraction_of_bound"] for p in ok], "o-", color=line.get_color(), label=model)
-                for p in pts:
-                    if p["oom"]:
-                        ax.plot(p[xkey], p["bound_tokens_per_s"], "x", color=line.get_color(), markersize=10)
-        for p in results["full"]:
-            if p["protocol"] == protocol and not p["oom"]:
-                ax.plot(p[xkey], p["tokens_per_s"], "s", color="black", markersize=5)
-        if protocol == "A":
-            for peer in results["peer"]:
-                if peer.get("ok"):
-                    ax.plot(peer["batch"], peer["tokens_per_s"], "*", markersize=14, label=f"HF generate {peer['size']}")
+                for p in full:
+                    ax.plot(p[xkey], p["tokens_per_s"], "s", color="black", markersize=5)
+        for peer in results.get("peer", []):
+            if peer.get("ok") and xkey == "batch" and any(
+                    here(p) and p["prompt"] == peer["prompt"] and p["gen"] == peer["gen"]
+                    for p in results["points"] + results["full"]):
+                ax.plot(peer["batch"], peer["tokens_per_s"], "*" if peer.get("is_peer") else "+", markersize=14,
+                        label=f"HF generate {peer['size']} ({peer['route']})")
         for a in (ax, axf):
             a.set_xscale("log", base=2)
             a.set_xlabel(xkey)
@@ -53,6 +90,50 @@ def write_plots(results: dict, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "speed.png", dpi=110)
     plt.close(fig)
+    write_roofline_plot(results, out)
+
+
+def write_roofline_plot(results: dict, out: Path) -> Path | None:
+    """Fraction of the roofline bound by model shape: one group per shape, one bar per (model, point)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from thinkfast.benchmarks.shapes import MODELS
+
+    pts = [p for p in results["points"] + results["full"] if not p["oom"] and p["model"] in MODELS]
+    if not pts:
+        return None
+    shapes = list(dict.fromkeys(MODELS[p["model"]][0] for p in pts))
+    keys = sorted({(MODELS[p["model"]][1], p["protocol"], p["batch"], p["gen"], p.get("method", "")) for p in pts},
+                  key=lambda k: (k[1], k[2], k[3], k[4], ["teacher", "hybrid", "pure"].index(k[0])))
+    fig, ax = plt.subplots(figsize=(min(16, 4 + 2.5 * len(shapes)), 5))
+    width = 0.8 / max(1, len(keys))
+    for i, key in enumerate(keys):
+        kind, protocol, batch, gen, method = key
+        xs, ys = [], []
+        for j, shape in enumerate(shapes):
+            found = [p for p in pts if MODELS[p["model"]] == (shape, kind) and
+                     (p["protocol"], p["batch"], p["gen"], p.get("method", "")) == (protocol, batch, gen, method)]
+            if found:
+                xs.append(j - 0.4 + width * (i + 0.5))
+                ys.append(found[0]["fraction_of_bound"])
+        if xs:
+            ax.bar(xs, ys, width, label=f"{kind} {protocol} B={batch} gen {gen} {method}",
+                   hatch="//" if kind == "teacher" else None, alpha=0.85)
+    ax.set_xticks(range(len(shapes)))
+    ax.set_xticklabels(shapes)
+    ax.set_ylabel("fraction of roofline bound")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"Decode throughput as a fraction of its roofline bound, by shape — {results['gpu']}", fontsize=10)
+    fig.tight_layout()
+    path = out / "speed_roofline.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def write_markdown(results: dict, out: Path) -> None:
@@ -60,9 +141,13 @@ def write_markdown(results: dict, out: Path) -> None:
         f"# Decode speed — {results['gpu']}, {results['date']}",
         "",
         f"Command: `{results['command']}`  ",
+        f"Protocol set: {results.get('protocol_set', 'full')}"
+        + (f" — {results['config']['description']}" if results.get("config", {}).get("description") else "") + "  ",
         f"torch {results['torch']}, transformers {results.get('transformers', '?')}; measured D2D copy "
         f"{results['measured_copy_bandwidth_bytes_per_s'] / 1e12:.2f} TB/s (read+write), bf16 matmul "
         f"{results['measured_bf16_matmul_flops'] / 1e12:.0f} TFLOP/s. Prefill excluded; greedy; ignore_eos.",
+        "",
+        "![throughput](speed.png)",
         "",
         "| model | protocol | batch | prompt+gen | tok/s | ms/step | bound tok/s | of bound | method | note |",
         "|---|---|---:|---|---:|---:|---:|---:|---|---|",
@@ -74,12 +159,36 @@ def write_markdown(results: dict, out: Path) -> None:
             f"{'OOM' if p['oom'] else _fmt(p['tokens_per_s'])} | {_fmt(p.get('latency_ms_per_step'), '.2f')} | "
             f"{_fmt(p['bound_tokens_per_s'])} | {_fmt(p.get('fraction_of_bound'), '.0%')} | {p.get('method', '')} | {note} |"
         )
-    if results["peer"]:
-        lines += ["", "Peer (HF transformers generate, static cache, torch.compile, 512+512):", "",
-                  "| size | batch | tok/s | note |", "|---|---:|---:|---|"]
+    rows = results.get("ratios") or []
+    if rows:
+        lines += ["", "Student / teacher of the same shape at each point: measured throughput ratio beside the "
+                      "ratio of their roofline bounds (what the bytes and flops alone predict).", "",
+                  "| shape | student | protocol | batch | prompt+gen | method | teacher tok/s | student tok/s | "
+                  "ratio | bound ratio | teacher of bound | student of bound |",
+                  "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            lines.append(
+                f"| {r['shape']} | {r['student']} | {r['protocol']} | {r['batch']} | {r['prompt']}+{r['gen']} | "
+                f"{r['method']} | {_fmt(r['teacher_tokens_per_s'])} | {_fmt(r['student_tokens_per_s'])} | "
+                f"{r['ratio']:.2f}× | {r['bound_ratio']:.2f}× | {r['teacher_fraction_of_bound']:.0%} | "
+                f"{r['student_fraction_of_bound']:.0%} |")
+        lines += ["", "![fraction of roofline by shape](speed_roofline.png)"]
+    if results.get("peer"):
+        lines += ["", "Peer: HF transformers `generate`, static cache, random weights of the same shape "
+                      "(decode-only tok/s = batch × (gen − 1) / (time of gen tokens − time of 1 token); compile "
+                      "time excluded). Every route is measured; **the peer** is the fastest route that worked.", "",
+                  "| size | route | batch | prompt+gen | tok/s (decode) | tok/s (whole call) | compile s | compiled | "
+                  "recompiled in timing | note |",
+                  "|---|---|---:|---|---:|---:|---:|---|---|---|"]
         for peer in results["peer"]:
-            lines.append(f"| {peer['size']} | {peer['batch']} | {_fmt(peer.get('tokens_per_s'))} | "
-                         f"{'' if peer.get('ok') else peer.get('error', '')[:120]} |")
+            route = f"**{peer.get('route')}** (the peer)" if peer.get("is_peer") else str(peer.get("route"))
+            recompiled = peer.get("recompiled_in_timed_call")
+            lines.append(
+                f"| {peer['size']} | {route} | {peer['batch']} | {peer.get('prompt')}+{peer.get('gen')} | "
+                f"{_fmt(peer.get('tokens_per_s'))} | {_fmt(peer.get('end_to_end_tokens_per_s'))} | "
+                f"{_fmt(peer.get('compile_s'), '.1f')} | {peer.get('compiled', '')} | "
+                f"{'' if recompiled is None else ('yes, re-timed' if recompiled else 'no')} | "
+                f"{'' if peer.get('ok') else str(peer.get('error', ''))[:160]} |")
     if results.get("headline"):
         lines += ["", "Headline figures:", ""]
         lines += [f"- {k}: {v if not isinstance(v, float) else format(v, '.3g')}" for k, v in results["headline"].items()]

@@ -1,11 +1,15 @@
 """End-to-end decode speed under the papers' protocols (SPEC §5), against the roofline and a peer.
 
-    thinkfast bench speed --out DIR [--quick] [--models hybrid-3b llama-3b ...] [--no-peer]
+    thinkfast bench speed --out DIR [--protocol full|quick|issue11|qwen] [--models ...] [--no-peer]
 
 Protocols (greedy, ignore_eos, prefill excluded from every timing):
   A  prompt 512 + generate 512, batch 1 ... 512          (Thinking Slow, Fast)
   B  prompt 256 + decode 4096, batch 8 ... 512           (M1)
   C  prompt 256, batch 128, generation length 1k ... 16k (M1's length sweep)
+  G  prompt 200, generate 256 / 2048, batch 256 / 512    (GSM8K-like, Qwen2.5 shapes)
+Protocol sets (--protocol): full (A, B, C, every Llama shape), quick (fewer points), issue11
+(Llama-1B shape, 512+512 at batch 256: our engine end to end vs every HF generate route, a few
+minutes), qwen (protocol G on Qwen2.5-0.5B/1.5B shapes and their hybrids).
 How a point is timed ("sampled"): the engine prefills one prompt, forks it into every slot,
 and for several context lengths along the generation sets the slots' lengths there and times
 its own captured decode step (warm-up, then a few replays).  Decode time of the whole
@@ -37,24 +41,51 @@ from thinkfast.benchmarks.shapes import MODELS, build_model, describe
 
 log = logging.getLogger("thinkfast.bench")
 
+# A protocol set: which models, which (prompt, generation lengths, batches) per protocol, which points
+# also run end to end ("full"), and the HF peer runs (every route of thinkfast.benchmarks.peer).
 FULL = {
-    "models": list(MODELS),
-    "A": {"prompt": 512, "gen": 512, "batches": [1, 16, 64, 256, 512]},
-    "B": {"prompt": 256, "gen": 4096, "batches": [8, 64, 256, 512]},
-    "C": {"prompt": 256, "batch": 128, "gens": [1024, 2048, 4096, 8192, 16384]},
+    "description": "every model, protocols A, B, C (SPEC §5), peers at 512+512 batch 256",
+    "models": ["llama-1b", "hybrid-1b", "pure-1b", "llama-3b", "hybrid-3b", "pure-3b"],
+    "protocols": {
+        "A": {"prompt": 512, "gens": [512], "batches": [1, 16, 64, 256, 512], "title": "prompt 512 + gen 512"},
+        "B": {"prompt": 256, "gens": [4096], "batches": [8, 64, 256, 512], "title": "prompt 256 + decode 4096"},
+        "C": {"prompt": 256, "gens": [1024, 2048, 4096, 8192, 16384], "batches": [128], "title": "prompt 256, batch 128"},
+    },
     "checkpoints": 5, "steps": 6,
-    "full_runs": [("hybrid-3b", "A", 256), ("llama-3b", "A", 256), ("hybrid-3b", "B", 256)],
-    "peer": [("1b", 256), ("3b", 256)],
+    "full_runs": [("hybrid-3b", "A", 256, 512), ("llama-3b", "A", 256, 512), ("hybrid-3b", "B", 256, 4096)],
+    "peer": [{"size": "1b", "batch": 256, "prompt": 512, "gen": 512}, {"size": "3b", "batch": 256, "prompt": 512, "gen": 512}],
 }
 QUICK = {
+    "description": "fewer models and points (a few minutes)",
     "models": ["llama-1b", "hybrid-1b", "llama-3b", "hybrid-3b", "pure-3b"],
-    "A": {"prompt": 512, "gen": 512, "batches": [1, 64, 256]},
-    "B": {"prompt": 256, "gen": 4096, "batches": [64, 256, 512]},
-    "C": {"prompt": 256, "batch": 128, "gens": [1024, 4096, 16384]},
+    "protocols": {
+        "A": {"prompt": 512, "gens": [512], "batches": [1, 64, 256], "title": "prompt 512 + gen 512"},
+        "B": {"prompt": 256, "gens": [4096], "batches": [64, 256, 512], "title": "prompt 256 + decode 4096"},
+        "C": {"prompt": 256, "gens": [1024, 4096, 16384], "batches": [128], "title": "prompt 256, batch 128"},
+    },
     "checkpoints": 3, "steps": 4,
-    "full_runs": [("hybrid-3b", "A", 256)],
-    "peer": [("1b", 256)],
+    "full_runs": [("hybrid-3b", "A", 256, 512)],
+    "peer": [{"size": "1b", "batch": 256, "prompt": 512, "gen": 512}],
 }
+# issue 11's check: our engine (teacher and hybrid, end to end) and every HF route, same shape and point
+ISSUE11 = {
+    "description": "Llama-3.2-1B shape, 512+512, batch 256: our engine end to end vs every HF generate route",
+    "models": ["llama-1b", "hybrid-1b"],
+    "protocols": {"A": {"prompt": 512, "gens": [512], "batches": [], "title": "prompt 512 + gen 512"}},
+    "checkpoints": 3, "steps": 4,
+    "full_runs": [("llama-1b", "A", 256, 512), ("hybrid-1b", "A", 256, 512)],
+    "peer": [{"size": "1b", "batch": 256, "prompt": 512, "gen": 512}],
+}
+# issue 16: Qwen2.5 shapes under a GSM8K-like load (prompt ~200 tokens, short and long answers)
+QWEN = {
+    "description": "Qwen2.5-0.5B/1.5B shapes and 6-attention-layer hybrids, GSM8K-like: prompt 200, gen 256 and 2048",
+    "models": ["qwen-0.5b", "hybrid-qwen-0.5b", "qwen-1.5b", "hybrid-qwen-1.5b"],
+    "protocols": {"G": {"prompt": 200, "gens": [256, 2048], "batches": [256, 512], "title": "GSM8K-like: prompt 200"}},
+    "checkpoints": 5, "steps": 6,
+    "full_runs": [("qwen-1.5b", "G", 256, 2048), ("hybrid-qwen-1.5b", "G", 256, 2048)],
+    "peer": [],
+}
+PROTOCOL_SETS = {"full": FULL, "quick": QUICK, "issue11": ISSUE11, "qwen": QWEN}
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -63,13 +94,36 @@ def _is_oom(err: BaseException) -> bool:
 
 def _cleanup() -> None:
     gc.collect()
-    torch.cuda.empty_cache()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak() -> int | None:
+    return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 class SampledTimer:
-    """One engine per (model, protocol); times its decode step at chosen context lengths."""
+    """One engine per (model, protocol); times its decode step at chosen context lengths.
 
-    def __init__(self, model, capacity: int, max_batch: int, prompt: int):
+    Works on any device (CUDA graphs on CUDA, eager steps elsewhere); the thinkfast run pipeline
+    uses it for its cheap "sampled" throughput method.
+    """
+
+    def __init__(self, model, capacity: int, max_batch: int, prompt: int, seed: int = 0):
         from thinkfast.inference.engine import Engine, _Request
         from thinkfast.inference.params import SamplingParams
         from thinkfast.inference.sampling import SamplerMode
@@ -79,27 +133,38 @@ class SampledTimer:
                              prefill_tokens=max(prompt, 1024))
         self.mode = SamplerMode(all_greedy=True)
         self.prompt = prompt
-        ids = torch.randint(10, 1000, (prompt,)).tolist()
+        vocab = model.config.vocab_size
+        gen = torch.Generator().manual_seed(seed)
+        ids = torch.randint(min(10, vocab - 1), min(1000, vocab), (prompt,), generator=gen).tolist()
         free = list(range(self.engine.num_slots))[::-1]
         params = SamplingParams(temperature=0, max_new_tokens=capacity - prompt + 1, ignore_eos=True)
         queue = deque([_Request(0, ids, list(range(self.engine.num_slots)))])
         self.engine._admit(queue, free, params, self.mode, 0)  # prefill once, fork into every slot
-        torch.cuda.synchronize()
+        _sync(self.engine.device)
 
     def step_seconds(self, batch: int, context: int, steps: int) -> float:
         e = self.engine
         slots = list(range(batch))
-        e.graphs.get(batch if batch in e.buckets else min(b for b in e.buckets if b >= batch), self.mode)
+        if e.use_graphs:
+            e.graphs.get(batch if batch in e.buckets else min(b for b in e.buckets if b >= batch), self.mode)
         e.state.lengths[:batch] = context
         e.n_gen[:batch] = 1
         e._run_window(slots, self.mode, 2)
         e.state.lengths[:batch] = context
         e.n_gen[:batch] = 1
-        torch.cuda.synchronize()
+        _sync(e.device)
         start = time.perf_counter()
         e._run_window(slots, self.mode, steps)
-        torch.cuda.synchronize()
+        _sync(e.device)
         return (time.perf_counter() - start) / steps
+
+    def tokens_per_s(self, batch: int, prompt: int, gen: int, checkpoints: int = 3, steps: int = 4) -> dict:
+        """Sampled decode throughput of `batch` sequences generating `gen` tokens after `prompt`."""
+        use = contexts_for(_checkpoints(prompt, gen, checkpoints, steps), prompt, gen, steps)
+        secs = [self.step_seconds(batch, c, steps) for c in use]
+        decode_s = integrate_decode_seconds(use, secs, prompt, gen)
+        return {"tokens_per_s": batch * (gen - 1) / decode_s, "decode_s": decode_s, "contexts": use,
+                "step_seconds": secs}
 
 
 def integrate_decode_seconds(contexts, seconds, prompt: int, gen: int) -> float:
@@ -113,6 +178,15 @@ def _checkpoints(prompt: int, gen: int, k: int, steps: int) -> list[int]:
     return sorted({int(c) for c in np.linspace(prompt + 1, max(prompt + 1, hi), k)})
 
 
+def contexts_for(contexts: list[int], prompt: int, gen: int, steps: int) -> list[int]:
+    """The checkpoints inside a generation of `gen` tokens, plus one near its end if the rest stop early."""
+    last = prompt + gen - 1 - steps - 3
+    use = [c for c in contexts if c <= prompt + gen - 1] or contexts[:1]
+    if use[-1] < last and len(use) < len(contexts):
+        use.append(min(last, contexts[-1]))
+    return use
+
+
 def _point_base(name, protocol, batch, prompt, gen, numbers, hw):
     bound = roofline.generation_bound_tokens_per_s(numbers, batch, prompt, gen - 1, hw["bandwidth"], hw["flops"])
     return {"model": name, "protocol": protocol, "batch": batch, "prompt": prompt, "gen": gen,
@@ -124,7 +198,7 @@ def _point_base(name, protocol, batch, prompt, gen, numbers, hw):
 def _verify_oom(model, batch: int, capacity: int) -> str:
     """Try the real allocation of `batch` slots: 'oom' if the device refuses it."""
     try:
-        state = model.allocate_state(batch, capacity, dtype=torch.bfloat16, device="cuda")
+        state = model.allocate_state(batch, capacity, dtype=torch.bfloat16, device=_device_of(model))
         del state
         _cleanup()
         return "state alone allocates; state + workspace exceed the planner's budget"
@@ -136,10 +210,12 @@ def _verify_oom(model, batch: int, capacity: int) -> str:
 
 
 def sweep(model, name, numbers, hw, protocol, prompt, gens, batches, cfg) -> list[dict]:
-    """Sampled timing of one model over batch sizes (protocols A, B) or lengths (C)."""
+    """Sampled timing of one model over batch sizes and generation lengths."""
     points = []
+    if not batches or not gens:
+        return points
     capacity = prompt + max(gens)
-    torch.cuda.reset_peak_memory_stats()
+    _reset_peak()
     timer = None
     try:
         timer = SampledTimer(model, capacity, max(batches), prompt)
@@ -149,7 +225,7 @@ def sweep(model, name, numbers, hw, protocol, prompt, gens, batches, cfg) -> lis
             raise
         plan = None
         _cleanup()
-    contexts = _checkpoints(prompt, max(gens), cfg["checkpoints"] + (2 if protocol == "C" else 0), cfg["steps"])
+    contexts = _checkpoints(prompt, max(gens), cfg["checkpoints"] + (2 if len(gens) > 1 else 0), cfg["steps"])
     for batch in batches:
         for gen in gens:
             point = _point_base(name, protocol, batch, prompt, gen, numbers, hw)
@@ -159,9 +235,7 @@ def sweep(model, name, numbers, hw, protocol, prompt, gens, batches, cfg) -> lis
                 points.append(point)
                 continue
             try:
-                use = [c for c in contexts if c <= prompt + gen - 1] or contexts[:1]
-                if use[-1] < prompt + gen - 1 - cfg["steps"] - 3 and len(use) < len(contexts):
-                    use.append(min(prompt + gen - 1 - cfg["steps"] - 3, contexts[-1]))
+                use = contexts_for(contexts, prompt, gen, cfg["steps"])
                 secs = [timer.step_seconds(batch, c, cfg["steps"]) for c in use]
                 decode_s = integrate_decode_seconds(use, secs, prompt, gen)
                 tps = batch * (gen - 1) / decode_s
@@ -169,7 +243,7 @@ def sweep(model, name, numbers, hw, protocol, prompt, gens, batches, cfg) -> lis
                              tokens_per_s=tps, latency_ms_per_step=1000 * decode_s / (gen - 1),
                              fraction_of_bound=tps / point["bound_tokens_per_s"],
                              engine_slots=timer.engine.num_slots,
-                             engine_peak_bytes=torch.cuda.max_memory_allocated())
+                             engine_peak_bytes=_peak())
             except Exception as err:  # noqa: BLE001
                 if not _is_oom(err):
                     raise
@@ -192,7 +266,7 @@ def full_run(model, name, numbers, hw, protocol, prompt, gen, batch) -> dict:
     from thinkfast.inference.params import SamplingParams
 
     point = _point_base(name, protocol, batch, prompt, gen, numbers, hw)
-    torch.cuda.reset_peak_memory_stats()
+    _reset_peak()
     try:
         engine = Engine(model, None, max_batch=batch, max_len=prompt + gen, progress=False,
                         prefill_tokens=8 * prompt)
@@ -200,7 +274,8 @@ def full_run(model, name, numbers, hw, protocol, prompt, gen, batch) -> dict:
             point.update(oom=True, reason=f"planner: {engine.plan.fit} slots fit")
             return point
         distinct = min(8, batch)
-        prompts = [torch.randint(10, 1000, (prompt,)).tolist() for _ in range(distinct)]
+        vocab = model.config.vocab_size
+        prompts = [torch.randint(min(10, vocab - 1), min(1000, vocab), (prompt,)).tolist() for _ in range(distinct)]
         params = SamplingParams(temperature=0, max_new_tokens=gen, ignore_eos=True)
         start = time.perf_counter()
         engine.generate(prompts, params, n=batch // distinct)
@@ -210,7 +285,8 @@ def full_run(model, name, numbers, hw, protocol, prompt, gen, batch) -> dict:
         point.update(oom=False, method="full", tokens_per_s=tps, decode_s=stats["decode_s"], wall_s=wall,
                      latency_ms_per_step=1000 * stats["decode_s"] / stats["decode_steps"],
                      fraction_of_bound=tps / point["bound_tokens_per_s"], engine_stats=stats,
-                     engine_peak_bytes=torch.cuda.max_memory_allocated())
+                     engine_peak_bytes=_peak())
+        log.info("%s %s B=%d G=%d full run: %.0f tok/s", name, protocol, batch, gen, tps)
         del engine
     except Exception as err:  # noqa: BLE001
         if not _is_oom(err):
@@ -220,70 +296,154 @@ def full_run(model, name, numbers, hw, protocol, prompt, gen, batch) -> dict:
     return point
 
 
-def run_peer(size: str, batch: int, prompt: int, gen: int, timeout: int) -> dict:
-    record = {"peer": "transformers.generate(static cache, torch.compile)", "size": size, "batch": batch,
-              "prompt": prompt, "gen": gen}
-    args = json.dumps({"size": size, "batch": batch, "prompt": prompt, "gen": gen})
-    try:
-        proc = subprocess.run([sys.executable, "-m", "thinkfast.benchmarks.peer", args], capture_output=True,
-                              text=True, timeout=timeout)
-        lines = [l for l in proc.stdout.splitlines() if l.startswith("PEER_RESULT ")]
-        if lines:
-            record.update(json.loads(lines[-1][len("PEER_RESULT "):]))
-        else:
-            record.update(ok=False, error=f"exit {proc.returncode}: {proc.stderr[-800:]}")
-    except subprocess.TimeoutExpired:
-        record.update(ok=False, error=f"timed out after {timeout}s")
-    return record
+def _peer_lines(text: str | bytes | None) -> list[dict]:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return [json.loads(line[len("PEER_RESULT "):]) for line in (text or "").splitlines()
+            if line.startswith("PEER_RESULT ")]
+
+
+def run_peer(size, batch: int, prompt: int, gen: int, timeout: int, routes=None, device: str = "cuda",
+             dtype: str = "bfloat16", compile_backend: str | None = None) -> list[dict]:
+    """Every HF route in a subprocess (one model build for all); a route that kills or hangs the
+    process is recorded as failed and the routes after it run again in a fresh process.
+    `timeout` is seconds per route.  Returns one record per route; the fastest working one is
+    marked `is_peer` (it is "the peer")."""
+    from thinkfast.benchmarks.peer import PEER_NAME, ROUTES
+
+    todo = list(routes or ROUTES)
+    label = size if isinstance(size, str) else "custom"
+    records: list[dict] = []
+    while todo:
+        args = json.dumps({"size": size, "batch": batch, "prompt": prompt, "gen": gen, "routes": todo,
+                           "device": device, "dtype": dtype, "compile_backend": compile_backend})
+        limit = 60 + timeout * len(todo)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "thinkfast.benchmarks.peer", args], capture_output=True,
+                                  text=True, timeout=limit)
+            got, failure = _peer_lines(proc.stdout), f"exit {proc.returncode}: {proc.stderr[-800:]}"
+        except subprocess.TimeoutExpired as err:
+            got, failure = _peer_lines(err.stdout), f"timed out after {limit}s"
+        done = {r["route"] for r in got}
+        records += got
+        todo = [r for r in todo if r not in done]
+        if todo:  # the first missing route is the one that failed; the rest get a fresh process
+            records.append({"ok": False, "peer": PEER_NAME, "route": todo[0], "size": label, "batch": batch,
+                            "prompt": prompt, "gen": gen, "error": failure})
+            todo = todo[1:]
+    for r in records:
+        r.setdefault("size", label)
+        r["is_peer"] = False
+    ok = [r for r in records if r.get("ok")]
+    if ok:
+        max(ok, key=lambda r: r["tokens_per_s"])["is_peer"] = True
+    return records
+
+
+def the_peer(results: dict, size: str, batch: int, prompt: int, gen: int) -> dict | None:
+    for r in results.get("peer", []):
+        if r.get("is_peer") and (r["size"], r["batch"], r["prompt"], r["gen"]) == (size, batch, prompt, gen):
+            return r
+    return None
+
+
+def _ok_points(results: dict) -> list[dict]:
+    return [p for p in results["points"] + results["full"] if not p["oom"]]
+
+
+def _best(pts, model, protocol=None, batch=None, gen=None):
+    cands = [p for p in pts if p["model"] == model and (protocol is None or p["protocol"] == protocol)
+             and (batch is None or p["batch"] == batch) and (gen is None or p["gen"] == gen)]
+    cands.sort(key=lambda p: (p.get("method") == "full", p["tokens_per_s"]), reverse=True)
+    return cands[0] if cands else None
+
+
+def ratios(results: dict) -> list[dict]:
+    """At every point where a student and the teacher of its shape were both measured: the
+    throughput ratio beside the ratio of their roofline bounds (what the bytes alone predict)."""
+    from thinkfast.benchmarks.shapes import MODELS, teacher_of
+
+    pts = _ok_points(results)
+    rows = []
+    for p in pts:
+        if p["model"] not in MODELS or MODELS[p["model"]][1] == "teacher":
+            continue
+        teacher = teacher_of(p["model"])
+        t = next((q for q in pts if q["model"] == teacher and q.get("method") == p.get("method")
+                  and (q["protocol"], q["batch"], q["prompt"], q["gen"]) == (p["protocol"], p["batch"], p["prompt"], p["gen"])),
+                 None)
+        if t is None:
+            continue
+        rows.append({"shape": MODELS[p["model"]][0], "student": p["model"], "teacher": teacher,
+                     "protocol": p["protocol"], "batch": p["batch"], "prompt": p["prompt"], "gen": p["gen"],
+                     "method": p.get("method"), "teacher_tokens_per_s": t["tokens_per_s"],
+                     "student_tokens_per_s": p["tokens_per_s"], "ratio": p["tokens_per_s"] / t["tokens_per_s"],
+                     "bound_ratio": p["bound_tokens_per_s"] / t["bound_tokens_per_s"],
+                     "teacher_fraction_of_bound": t["fraction_of_bound"],
+                     "student_fraction_of_bound": p["fraction_of_bound"]})
+    return rows
 
 
 def headline(results: dict) -> dict:
-    pts = [p for p in results["points"] + results["full"] if not p["oom"]]
-
-    def best(model, protocol, batch=None):
-        cands = [p for p in pts if p["model"] == model and p["protocol"] == protocol and (batch is None or p["batch"] == batch)]
-        cands.sort(key=lambda p: (p.get("method") == "full", p["tokens_per_s"]), reverse=True)
-        return cands[0] if cands else None
-
+    pts = _ok_points(results)
     out = {}
     for b in (256, 512):
-        p = best("hybrid-3b", "B", b)
+        p = _best(pts, "hybrid-3b", "B", b)
         out[f"hybrid-3b_B{b}_fraction_of_bound"] = p and p["fraction_of_bound"]
     top_teacher = max((p["tokens_per_s"] for p in pts if p["model"] == "llama-3b" and p["protocol"] == "B"), default=None)
     for b in (256, 512):
-        p = best("hybrid-3b", "B", b)
+        p = _best(pts, "hybrid-3b", "B", b)
         out[f"hybrid-3b_B{b}_vs_llama-3b_best"] = (p["tokens_per_s"] / top_teacher) if p and top_teacher else None
-    for peer in results["peer"]:
-        if peer.get("ok"):
-            p = best(f"hybrid-{peer['size']}", "A", peer["batch"])
-            out[f"hybrid-{peer['size']}_A_B{peer['batch']}_vs_hf_peer"] = p and p["tokens_per_s"] / peer["tokens_per_s"]
+    from thinkfast.benchmarks.shapes import MODELS
+
+    for peer in results.get("peer", []):
+        if not peer.get("is_peer"):
+            continue
+        out[f"hf_peer_{peer['size']}_B{peer['batch']}_{peer['prompt']}+{peer['gen']}_tokens_per_s"] = peer["tokens_per_s"]
+        out[f"hf_peer_{peer['size']}_route"] = peer["route"]
+        for model, (size, _) in MODELS.items():
+            if size != peer["size"]:
+                continue
+            cands = [p for p in pts if p["model"] == model and (p["batch"], p["prompt"], p["gen"]) ==
+                     (peer["batch"], peer["prompt"], peer["gen"])]
+            p = _best(cands, model)
+            if p:
+                out[f"{model}_{p['protocol']}_B{peer['batch']}_vs_hf_peer"] = p["tokens_per_s"] / peer["tokens_per_s"]
     t512 = [p for p in results["points"] if p["model"] == "llama-3b" and p["protocol"] == "B" and p["batch"] == 512]
     h512 = [p for p in results["points"] if p["model"] == "hybrid-3b" and p["protocol"] == "B" and p["batch"] == 512]
     out["llama-3b_B512_256+4096_fits"] = (not t512[0]["oom"]) if t512 else None
     out["hybrid-3b_B512_256+4096_fits"] = (not h512[0]["oom"]) if h512 else None
-    return out
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _hardware(device: str) -> tuple[dict, dict]:
+    """(device facts, measured copy bandwidth and matmul rate) for the roofline."""
+    props = torch.cuda.get_device_properties(0)
+    hw = {"bandwidth": roofline.measure_copy_bandwidth(), "flops": roofline.measure_matmul_flops()}
+    return {"gpu": props.name, "gpu_memory_bytes": props.total_memory}, hw
 
 
 def run_speed(out_dir: str, quick: bool = False, models: list[str] | None = None, peer: bool = True,
-              peer_timeout: int = 180) -> dict:
-    if not torch.cuda.is_available():
+              peer_timeout: int = 180, protocol: str | None = None, device: str = "cuda") -> dict:
+    """`device` other than cuda only for the CPU smoke test (with `build_model`/`_hardware` replaced)."""
+    if device == "cuda" and not torch.cuda.is_available():
         from thinkfast.errors import ThinkfastError
 
         raise ThinkfastError("the speed benchmark needs a CUDA GPU")
-    cfg = QUICK if quick else FULL
+    name = protocol or ("quick" if quick else "full")
+    cfg = PROTOCOL_SETS[name]
     models = models or cfg["models"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    props = torch.cuda.get_device_properties(0)
-    hw = {"bandwidth": roofline.measure_copy_bandwidth(), "flops": roofline.measure_matmul_flops()}
-    _cleanup()
+    facts, hw = _hardware(device)
+    _cleanup()  # give the probes' buffers back, or the planner sees less free memory
     results = {
         "command": "thinkfast bench speed " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "speed"] else sys.argv[1:]),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"), "gpu": props.name,
-        "gpu_memory_bytes": props.total_memory, "torch": torch.__version__, "python": platform.python_version(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), **facts, "torch": torch.__version__, "python": platform.python_version(),
         "measured_copy_bandwidth_bytes_per_s": hw["bandwidth"], "measured_bf16_matmul_flops": hw["flops"],
-        "quick": quick, "config": {k: v for k, v in cfg.items()}, "models": {}, "points": [], "full": [], "peer": [],
+        "protocol_set": name, "quick": name == "quick", "config": cfg, "models": {}, "points": [], "full": [],
+        "peer": [],
     }
     try:
         import transformers
@@ -291,50 +451,54 @@ def run_speed(out_dir: str, quick: bool = False, models: list[str] | None = None
         results["transformers"] = transformers.__version__
     except ImportError:
         pass
-    for name in models:
-        log.info("building %s", name)
-        model = build_model(name)
+    for model_name in models:
+        log.info("building %s", model_name)
+        model = build_model(model_name, device=device)
         numbers = roofline.model_numbers(model)
-        results["models"][name] = {**numbers, "description": describe(name)}
-        for protocol in ("A", "B", "C"):
-            p = cfg[protocol]
-            if protocol == "C":
-                pts = sweep(model, name, numbers, hw, "C", p["prompt"], p["gens"], [p["batch"]], cfg)
-                pts = _retry_shorter(model, name, numbers, hw, p, cfg, pts)
-            else:
-                pts = sweep(model, name, numbers, hw, protocol, p["prompt"], [p["gen"]], p["batches"], cfg)
+        results["models"][model_name] = {**numbers, "description": describe(model_name)}
+        for proto, p in cfg["protocols"].items():
+            pts = sweep(model, model_name, numbers, hw, proto, p["prompt"], p["gens"], p["batches"], cfg)
+            if len(p["gens"]) > 1 and len(p["batches"]) == 1:
+                pts = _retry_shorter(model, model_name, numbers, hw, proto, p, cfg, pts)
             results["points"].extend(pts)
-        for run_model, protocol, batch in cfg["full_runs"]:
-            if run_model == name:
-                p = cfg[protocol]
-                results["full"].append(full_run(model, name, numbers, hw, protocol, p["prompt"], p["gen"], batch))
+        for run_model, proto, batch, gen in cfg["full_runs"]:
+            if run_model == model_name:
+                prompt = cfg["protocols"][proto]["prompt"]
+                results["full"].append(full_run(model, model_name, numbers, hw, proto, prompt, gen, batch))
         del model
         _cleanup()
         _write(results, out)  # partial results survive a later failure
     if peer:
-        for size, batch in cfg["peer"]:
-            log.info("peer: HF generate, %s, batch %d", size, batch)
-            results["peer"].append(run_peer(size, batch, cfg["A"]["prompt"], cfg["A"]["gen"], peer_timeout))
+        for spec in cfg["peer"]:
+            log.info("peer: HF generate, %s, batch %d, %d+%d, every route", spec["size"], spec["batch"],
+                     spec["prompt"], spec["gen"])
+            records = run_peer(spec["size"], spec["batch"], spec["prompt"], spec["gen"], peer_timeout,
+                               spec.get("routes"), device=device)
+            for r in records:
+                log.info("  route %s: %s", r["route"],
+                         f"{r['tokens_per_s']:.0f} tok/s (compile {r['compile_s']:.0f}s)" if r.get("ok") else r.get("error"))
+            results["peer"].extend(records)
+            _write(results, out)
+    results["ratios"] = ratios(results)
     results["headline"] = headline(results)
     results["elapsed_s"] = time.perf_counter() - started
     _write(results, out)
     return results
 
 
-def _retry_shorter(model, name, numbers, hw, p, cfg, pts):
+def _retry_shorter(model, name, numbers, hw, protocol, p, cfg, pts):
     """Length sweep: if the longest generation does not fit at this batch, time the ones that do."""
     ok = [x for x in pts if not x["oom"]]
     if ok or len(p["gens"]) == 1:
         return pts
-    fitting = []
-    for gen in sorted(p["gens"]):
-        from thinkfast.inference.planner import plan_slots
+    from thinkfast.inference.planner import plan_slots
 
-        if plan_slots(model, p["prompt"] + gen, torch.bfloat16, torch.device("cuda"), p["batch"]).fit >= p["batch"]:
-            fitting.append(gen)
+    batch = p["batches"][0]
+    fitting = [gen for gen in sorted(p["gens"])
+               if plan_slots(model, p["prompt"] + gen, torch.bfloat16, _device_of(model), batch).fit >= batch]
     if not fitting:
         return pts
-    short = sweep(model, name, numbers, hw, "C", p["prompt"], fitting, [p["batch"]], cfg)
+    short = sweep(model, name, numbers, hw, protocol, p["prompt"], fitting, [batch], cfg)
     by_gen = {x["gen"]: x for x in short}
     return [by_gen.get(x["gen"], x) for x in pts]
 
@@ -342,6 +506,7 @@ def _retry_shorter(model, name, numbers, hw, p, cfg, pts):
 def _write(results: dict, out: Path) -> None:
     from thinkfast.benchmarks.report import write_markdown, write_plots
 
+    results["ratios"] = ratios(results)
     (out / "speed.json").write_text(json.dumps(results, indent=1, default=str))
     try:
         write_plots(results, out)

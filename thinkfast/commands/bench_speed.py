@@ -6,16 +6,24 @@ import logging
 
 from thinkfast.commands.bench_group import get_bench_subparsers
 
+PROTOCOL_HELP = (
+    "which set of measurements: full (protocols A, B, C on every Llama shape), quick (fewer points), "
+    "issue11 (Llama-3.2-1B shape, 512+512 at batch 256: our engine end to end vs every HF generate route; "
+    "about 3-4 min on an H200), qwen (Qwen2.5-0.5B/1.5B shapes and hybrids, prompt 200 + 256/2048, batch 256/512)"
+)
+
 
 def register(subparsers) -> None:
     p = get_bench_subparsers(subparsers).add_parser(
         "speed", help="decode throughput of teachers, hybrids and pure students at real shapes (GPU)")
-    p.add_argument("--out", required=True, help="directory for speed.json, speed.png and speed.md")
-    p.add_argument("--quick", action="store_true", help="fewer models and points (a few minutes)")
+    p.add_argument("--out", required=True, help="directory for speed.json, speed.png, speed_roofline.png and speed.md")
+    p.add_argument("--protocol", choices=["full", "quick", "issue11", "qwen"], default=None, help=PROTOCOL_HELP)
+    p.add_argument("--quick", action="store_true", help="same as --protocol quick")
     p.add_argument("--models", nargs="+", default=None,
-                   help="subset of: llama-1b hybrid-1b pure-1b llama-3b hybrid-3b pure-3b")
+                   help="subset of the protocol's models (names say the shape: llama-1b hybrid-1b pure-1b llama-3b "
+                        "hybrid-3b pure-3b qwen-0.5b hybrid-qwen-0.5b qwen-1.5b hybrid-qwen-1.5b)")
     p.add_argument("--no-peer", action="store_true", help="skip the HF transformers generate peer")
-    p.add_argument("--peer-timeout", type=int, default=180, help="seconds allowed per peer run")
+    p.add_argument("--peer-timeout", type=int, default=180, help="seconds allowed per peer route")
     p.set_defaults(func=run)
 
 
@@ -28,9 +36,11 @@ def run(args) -> int:
     bad = [m for m in args.models or [] if m not in MODELS]
     if bad:
         raise ThinkfastError(f"unknown model(s) {bad}; choose from {list(MODELS)}")
+    if args.quick and args.protocol not in (None, "quick"):
+        raise ThinkfastError(f"--quick and --protocol {args.protocol} disagree; give one of them")
     results = run_speed(args.out, quick=args.quick, models=args.models, peer=not args.no_peer,
-                        peer_timeout=args.peer_timeout)
-    print(f"wrote {args.out}/speed.json, speed.png, speed.md in {results['elapsed_s']:.0f}s")
+                        peer_timeout=args.peer_timeout, protocol=args.protocol)
+    print(f"wrote {args.out}/speed.json, speed.png, speed_roofline.png, speed.md in {results['elapsed_s']:.0f}s")
     for key, value in results["headline"].items():
         print(f"  {key}: {value}")
     return 0

@@ -36,3 +36,38 @@ def model_seconds_per_sample(rows: Sequence[dict], tokens_per_second: float | No
     if tokens_per_second:
         return seconds_per_sample_from_throughput(mean_tokens(rows), tokens_per_second), "throughput"
     return seconds_per_sample_from_rows(rows), "wall"
+
+
+def timing_record(method: str, timing: dict | None, batch_size: int | None, rows: Sequence[dict]) -> dict:
+    """How a model's seconds were obtained, for the report: the method, the batch and the lengths."""
+    out = dict(timing or {})
+    out["method"] = method
+    if method == "wall":
+        out.setdefault("batch", batch_size)
+        out["mean_new_tokens"] = mean_tokens(rows)
+    elif not timing:
+        out["source"] = "tokens_per_second given in the config"
+    return out
+
+
+def describe_timing(timing: dict | None) -> str:
+    """One line for a report: time method, batch and lengths."""
+    t = timing or {}
+    if t.get("method") == "throughput":
+        if t.get("batch") is None:
+            return "throughput: k × mean tokens ÷ the tok/s given in the config (batch and lengths not recorded)"
+        cands = t.get("candidates")
+        of = f" (best of {', '.join(map(str, cands))})" if cands else ""
+        src = [s for s in (t.get("prompt_tokens_from") and f"prompt: {t['prompt_tokens_from']}",
+                           t.get("new_tokens_from") and f"gen: {t['new_tokens_from']}") if s]
+        return (f"throughput: k × mean tokens ÷ {t.get('measured_by', 'measured')}-run decode tok/s at batch "
+                f"{t['batch']}{of}, prompt {t.get('prompt_tokens')} + gen {t.get('new_tokens')} tokens"
+                + (f" ({'; '.join(src)})" if src else ""))
+    if t.get("method") == "wall":
+        batch = t.get("batch")
+        where = f" ({t['batch_from']})" if t.get("batch_from") else ""
+        note = f"; {t['note']}" if t.get("note") else ""
+        mean = f", mean {t['mean_new_tokens']:.0f} generated tokens" if t.get("mean_new_tokens") is not None else ""
+        return (f"wall: measured sampling time per sample at batch {batch}{where}, the evaluation's own prompts"
+                f"{mean}{note}")
+    return "unknown"

@@ -15,6 +15,7 @@ class ModelSpec:
     path: str | None = None  # student dir, or teacher spec: hub id, local dir, .gguf file, "smollm2-135m"
     hook: str | None = None  # "module:function" taking this spec, returning a LoadedModel or a Sampler
     tokens_per_second: float | None = None  # measured throughput for M1's time method; else wall time
+    timing: dict | None = None  # how tokens_per_second (or the wall time) was measured: method, batch, lengths
     backend: Literal["engine", "hf"] = "engine"  # our batched engine, or plain transformers generate
     batch_size: int = 64  # engine: most concurrent sequences (the planner may lower it); hf: per generate call
     max_len: int = 4096  # engine: prompt + generated tokens per sequence

@@ -179,6 +179,7 @@ def score_model(cfg: EvalConfig, spec: ModelSpec, skipped: int = 0) -> dict:
         "mean_tokens": budget.mean_tokens(rows),
         "seconds_per_sample": sps,
         "time_method": method,
+        "timing": budget.timing_record(method, spec.timing, spec.batch_size, rows),
         "skipped": skipped,
         "seconds": {str(k): v for k, v in budget.seconds_for_k(cfg.k_list, sps).items()},
         "metrics": {m: {str(k): dataclasses.asdict(r) for k, r in per_k.items()} for m, per_k in results.items()},

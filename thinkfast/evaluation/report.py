@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from thinkfast.evaluation.budget import describe_timing
+
 METRIC_NAMES = {"pass": "coverage (pass@k)", "maj": "maj@k", "bon": "BoN@k", "wbon": "weighted BoN@k"}
 
 
@@ -32,6 +34,8 @@ def write_report(scores: dict, plots: dict[str, str], path: str | os.PathLike, t
             f"| {model} | {d['problems']} | {d['samples_per_problem']} | {d['mean_tokens']:.1f} | "
             f"{d['seconds_per_sample']:.4g} | {d['time_method']} | {d.get('skipped', 0)} |"
         )
+    lines += ["", "Time per sample, by model (method, batch, lengths):", ""]
+    lines += [f"- {model}: {describe_timing(d.get('timing') or {'method': d['time_method']})}" for model, d in scores.items()]
     lines.append("")
     lines.append("Values are % (mean ± std over random size-k subsets; exact enumeration when small); "
                  "seconds = time of k samples.")

@@ -53,10 +53,23 @@ class KDDataConfig:
 
 @dataclass
 class SpeedConfig:
-    batch_size: int = 16  # sequences decoded together
-    prompt_tokens: int = 64
-    new_tokens: int = 64
+    """Each model's decode throughput for the time budgets, the papers' way: at its best feasible batch
+    among `batches` (the memory planner drops those that do not fit), at each eval set's own lengths.
+    See thinkfast/pipeline/throughput.py."""
+
+    batches: list[int] = field(default_factory=lambda: [8, 16])  # candidate batch sizes
+    method: str = "full"  # full: engine.generate end to end | sampled: decode step timed at a few contexts (cheap)
+    prompt_tokens: int | None = None  # None: each eval set's mean prompt length (chat template applied)
+    new_tokens: int | None = None  # None: sampling.max_new_tokens
     dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    checkpoints: int = 3  # sampled: context lengths timed along the generation
+    steps: int = 4  # sampled: decode steps timed at each
+
+    def validate(self) -> None:
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise ThinkfastError(f"speed.batches must hold positive batch sizes, got {self.batches}")
+        if self.method not in ("full", "sampled"):
+            raise ThinkfastError(f"speed.method must be full or sampled, got {self.method!r}")
 
 
 @dataclass

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import shutil
 
+from thinkfast.evaluation.budget import describe_timing
 from thinkfast.pipeline.config import RunConfig
 from thinkfast.pipeline.summary import fidelity_section, pareto_section, run_summary
 
@@ -56,11 +57,34 @@ def _models_section(cfg: RunConfig, results: dict) -> list[str]:
         state = f"{_mib(facts['kv_bytes_4096'])} + {_mib(facts['recurrent_bytes'])}"
         lines.append(f"| {name} | {layers} | {facts['parameters'] / 1e6:.1f} M | {state} | "
                      f"{tps:,.0f} | {ratio} |" if tps else f"| {name} | {layers} | {facts['parameters'] / 1e6:.1f} M | {state} | — | — |")
-    any_speed = next(iter(speed.values()), None)
-    if any_speed:
-        lines += ["", f"Decode throughput: our engine, batch {any_speed['batch_size']}, prompt {any_speed['prompt_tokens']} + "
-                      f"{any_speed['new_tokens']} generated tokens, greedy, {any_speed['dtype']} on {any_speed['device']} "
-                      "(prefill excluded)."]
+    lines += _throughput_table(speed)
+    return lines
+
+
+def _throughput_table(speed: dict) -> list[str]:
+    """Where every time budget comes from: each model at its best batch, at each eval set's lengths."""
+    rows = [(name, ename, info) for name, s in speed.items() for ename, info in (s.get("evals") or {}).items()]
+    if not rows:
+        return []
+    any_speed = next(iter(speed.values()))
+    lines = ["", "Decode throughput for the time budgets (our engine, greedy, prefill excluded, "
+                 f"{any_speed.get('dtype')} on {any_speed.get('device')}): each model at its best feasible batch, "
+                 "at each eval set's own prompt and generation lengths. The decode tok/s column above is the "
+                 "first eval set's.", "",
+             "| model | eval set | method | prompt + gen tokens | tok/s by batch | best batch | tok/s |",
+             "|---|---|---|---|---|---:|---:|"]
+    for name, ename, info in rows:
+        if "skipped" in info:
+            lines.append(f"| {name} | {ename} | — | — | skipped: {info['skipped'][:80]} | — | — |")
+            continue
+        sweep = ", ".join(f"{s['batch']}: {s['tokens_per_s']:,.0f}" if s.get("fits") else f"{s['batch']}: does not fit"
+                          for s in info["sweep"])
+        lines.append(f"| {name} | {ename} | {info['method']} | {info['prompt_tokens']} + {info['new_tokens']} | {sweep} | "
+                     f"{info['batch_size']} | {info['decode_tokens_per_s']:,.0f} |")
+    first = next((info for _, _, info in rows if "skipped" not in info), None)
+    if first:
+        lines += ["", f"Prompt length: {first.get('prompt_tokens_from')}; generation length: "
+                      f"{first.get('new_tokens_from')}."]
     return lines
 
 
@@ -83,7 +107,10 @@ def _eval_section(name: str, info: dict, paths) -> tuple[list[str], dict]:
     if "skipped" in info:
         return ["", f"## {name}", "", f"Skipped: {info['skipped']}"], {}
     scores = info["scores"]
-    lines = ["", f"## {name}: test-time scaling", ""]
+    lines = ["", f"## {name}: test-time scaling", "", "Time per sample, by model (method, batch, lengths):", ""]
+    lines += [f"- {model}: {describe_timing(s.get('timing') or {'method': s.get('time_method')})}"
+              for model, s in scores.items()]
+    lines.append("")
     figures = {}
     for metric, title in METRIC_TITLES.items():
         ks = list(next(iter(scores.values()))["seconds"])

@@ -248,56 +248,109 @@ def final_model_paths(cfg: RunConfig, paths: RunPaths, results: dict) -> dict[st
 
 
 # --------------------------------------------------------------------------- speed
+def eval_set_name(eval_set) -> str:
+    """The key of an eval set in the stage results (and its output folder's stem)."""
+    d = eval_set.dataset
+    return d.name if d.name != "synthetic" else f"synthetic-{d.synthetic_steps}step"
+
+
+def _eval_dataset(cfg: RunConfig, eval_set):
+    dataset = copy.deepcopy(eval_set.dataset)
+    if dataset.data_dir is None:
+        dataset.data_dir = cfg.data_dir
+    return dataset
+
+
 def stage_speed(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
+    """Each model's decode throughput at its best feasible batch, at each eval set's own lengths
+    (thinkfast/pipeline/throughput.py says how); the eval stage prices samples with it."""
     from thinkfast.inference.api import load_for_generation
-    from thinkfast.inference.engine import Engine
-    from thinkfast.inference.params import SamplingParams
+    from thinkfast.pipeline import throughput
 
     device = _device(cfg)
     dtype = torch.bfloat16 if (cfg.speed.dtype == "auto" and device.type == "cuda") or cfg.speed.dtype == "bf16" else torch.float32
     sp = cfg.speed
-    gen = torch.Generator().manual_seed(cfg.seed)
+    new_tokens = sp.new_tokens or cfg.sampling.max_new_tokens
     out = {}
     for name, path in final_model_paths(cfg, paths, results).items():
         model, tokenizer = load_for_generation(path, dtype=dtype, device=str(device))
-        vocab = model.config.vocab_size
-        prompts = torch.randint(0, vocab, (sp.batch_size, sp.prompt_tokens), generator=gen).tolist()
-        engine = Engine(model, tokenizer, max_batch=sp.batch_size, max_len=sp.prompt_tokens + sp.new_tokens, progress=False)
-        params = SamplingParams(temperature=0.0, max_new_tokens=sp.new_tokens, ignore_eos=True)
-        engine.generate(prompts[:2], SamplingParams(temperature=0.0, max_new_tokens=4, ignore_eos=True))  # warm-up
-        engine.generate(prompts, params)
-        stats = dict(engine.last_stats)
+        per_eval, done = {}, {}
+        for eval_set in cfg.eval_sets:
+            ename = eval_set_name(eval_set)
+            try:
+                lengths = throughput.prompt_lengths(tokenizer, _eval_dataset(cfg, eval_set), eval_set.prompt)
+            except ThinkfastError as err:
+                per_eval[ename] = {"skipped": str(err)}
+                continue
+            prompt_tokens = sp.prompt_tokens or throughput.mean_length(lengths)
+            key = (prompt_tokens, new_tokens)
+            if key not in done:
+                print(f"  {name} on {ename}: prompt {prompt_tokens} + {new_tokens} tokens, batches {sp.batches} "
+                      f"({sp.method})", flush=True)
+                done[key] = throughput.best_batch(model, tokenizer, sp.batches, prompt_tokens, new_tokens, sp.method,
+                                                  cfg.seed, sp.checkpoints, sp.steps)
+            per_eval[ename] = {
+                **done[key],
+                "prompt_tokens_from": "speed.prompt_tokens" if sp.prompt_tokens else
+                f"mean of the set's {len(lengths)} prompts (chat template applied)",
+                "new_tokens_from": "speed.new_tokens" if sp.new_tokens else "sampling.max_new_tokens",
+                "max_prompt_tokens": max(lengths),
+            }
+        measured = [v for v in per_eval.values() if "decode_tokens_per_s" in v]
+        first = measured[0] if measured else {}
         out[name] = {
-            "decode_tokens_per_s": stats.get("decode_tokens_per_s"),
-            "batch_size": sp.batch_size,
-            "prompt_tokens": sp.prompt_tokens,
-            "new_tokens": sp.new_tokens,
+            "decode_tokens_per_s": first.get("decode_tokens_per_s"),  # the first eval set's (models table)
+            "batch_size": first.get("batch_size"),
+            "prompt_tokens": first.get("prompt_tokens"),
+            "new_tokens": first.get("new_tokens"),
+            "method": sp.method,
             "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
             "dtype": str(dtype).replace("torch.", ""),
+            "evals": per_eval,
         }
-        print(f"  {name}: {out[name]['decode_tokens_per_s']:.0f} tok/s decode at batch {sp.batch_size}")
-        del model, engine
+        for ename, info in per_eval.items():
+            if "decode_tokens_per_s" in info:
+                print(f"  {name} / {ename}: {info['decode_tokens_per_s']:.0f} tok/s decode at its best batch "
+                      f"{info['batch_size']} ({info['prompt_tokens']}+{info['new_tokens']} tokens)")
+        del model
     return out
 
 
 # --------------------------------------------------------------------------- eval
 def eval_config(cfg: RunConfig, paths: RunPaths, results: dict, eval_set, out_dir: Path):
+    """The eval of one set.  Time per sample (the report says which, for every model):
+    throughput — M1's k × tokens ÷ the tok/s the speed stage measured at the model's best batch at
+    this set's lengths; wall — the measured sampling time, sampling at that best batch."""
     from thinkfast.evaluation.config import EvalConfig, ModelSpec
 
     device = _device(cfg)
     dtype = "bfloat16" if device.type == "cuda" else "float32"
+    ename = eval_set_name(eval_set)
     models = []
     for name, path in final_model_paths(cfg, paths, results).items():
-        tps = results["speed"][name]["decode_tokens_per_s"] if cfg.time_method == "throughput" else None
-        models.append(ModelSpec(name=name, path=path, tokens_per_second=tps, batch_size=cfg.eval_batch_size,
-                                max_len=cfg.sampling.max_new_tokens + 1024,  # prompt headroom
-                                device=str(device), dtype=dtype))
-    dataset = copy.deepcopy(eval_set.dataset)
-    if dataset.data_dir is None:
-        dataset.data_dir = cfg.data_dir
+        info = ((results.get("speed") or {}).get(name) or {}).get("evals", {}).get(ename) or {}
+        measured = info if info.get("decode_tokens_per_s") else None
+        max_len = cfg.sampling.max_new_tokens + 1024  # prompt headroom
+        if cfg.time_method == "throughput" and measured:
+            tps, batch = measured["decode_tokens_per_s"], cfg.eval_batch_size
+            timing = {"method": "throughput", "measured_by": measured["method"], "batch": measured["batch_size"],
+                      "prompt_tokens": measured["prompt_tokens"], "new_tokens": measured["new_tokens"],
+                      "prompt_tokens_from": measured.get("prompt_tokens_from"),
+                      "new_tokens_from": measured.get("new_tokens_from"),
+                      "candidates": [s["batch"] for s in measured["sweep"]]}
+        else:
+            tps = None
+            batch = measured["batch_size"] if measured else cfg.eval_batch_size
+            if measured:  # sized for this set's longest prompt, so the best batch fits as it did when measured
+                max_len = max(measured.get("max_prompt_tokens", 1024), measured["prompt_tokens"]) + cfg.sampling.max_new_tokens
+            timing = {"method": "wall", "batch": batch,
+                      "batch_from": "best batch of the speed stage" if measured else "eval_batch_size",
+                      "note": None if cfg.time_method == "wall" else f"no throughput measured for {ename}"}
+        models.append(ModelSpec(name=name, path=path, tokens_per_second=tps, batch_size=batch, max_len=max_len,
+                                device=str(device), dtype=dtype, timing=timing))
     return EvalConfig(
-        models=models, dataset=dataset, n_samples=cfg.n_samples, k_list=list(cfg.k_list), prompt=eval_set.prompt,
-        sampling=copy.deepcopy(cfg.sampling), out_dir=str(out_dir), problems_per_batch=64,
+        models=models, dataset=_eval_dataset(cfg, eval_set), n_samples=cfg.n_samples, k_list=list(cfg.k_list),
+        prompt=eval_set.prompt, sampling=copy.deepcopy(cfg.sampling), out_dir=str(out_dir), problems_per_batch=64,
         grading_workers=cfg.grading_workers, metrics=["pass", "maj"],
     )
 
@@ -307,7 +360,7 @@ def stage_eval(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
 
     out = {}
     for eval_set in cfg.eval_sets:
-        name = eval_set.dataset.name if eval_set.dataset.name != "synthetic" else f"synthetic-{eval_set.dataset.synthetic_steps}step"
+        name = eval_set_name(eval_set)
         out_dir = paths.eval / Path(name).stem
         ecfg = eval_config(cfg, paths, results, eval_set, out_dir)
         try:

@@ -1,0 +1,52 @@
+"""`run_speed` end to end on CPU with tiny models standing in for the real shapes: the protocol
+loop, sampled and full points, the peer records, ratios, headline and the output files."""
+
+import json
+
+import pytest
+import torch
+
+from thinkfast.benchmarks import speed
+from thinkfast.models import ThinkfastConfig, ThinkfastForCausalLM
+
+
+def _tiny(name: str, device: str = "cpu", dtype=None):
+    mixers = ["attention", "attention"] if name.startswith("llama") else ["mamba1", "attention"]
+    config = ThinkfastConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, layer_mixers=mixers)
+    torch.manual_seed(0)
+    return ThinkfastForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("batches", [[2, 4], []])  # [] = issue11's shape: full runs only
+def test_run_speed_on_cpu(tmp_path, monkeypatch, batches):
+    tiny_set = {
+        "description": "tiny CPU stand-in", "models": ["llama-1b", "hybrid-1b"],
+        "protocols": {"A": {"prompt": 8, "gens": [8], "batches": batches}},
+        "checkpoints": 2, "steps": 2,
+        "full_runs": [("llama-1b", "A", 4, 8), ("hybrid-1b", "A", 4, 8)],
+        "peer": [{"size": "1b", "batch": 4, "prompt": 8, "gen": 8}],
+    }
+    monkeypatch.setitem(speed.PROTOCOL_SETS, "tiny", tiny_set)
+    monkeypatch.setattr(speed, "build_model", _tiny)
+    monkeypatch.setattr(speed, "_hardware", lambda device: ({"gpu": "cpu-test", "gpu_memory_bytes": 0},
+                                                            {"bandwidth": 1e10, "flops": 1e11}))
+    seen = {}
+
+    def fake_peer(size, batch, prompt, gen, timeout, routes=None, device="cuda"):
+        seen["args"] = (size, batch, prompt, gen, device)
+        return [{"ok": True, "peer": "hf", "route": r, "size": size, "batch": batch, "prompt": prompt, "gen": gen,
+                 "tokens_per_s": t, "compile_s": 1.0, "is_peer": r == "plain"}
+                for r, t in (("compile_config", 5.0), ("default", 6.0), ("plain", 7.0))]
+
+    monkeypatch.setattr(speed, "run_peer", fake_peer)
+    results = speed.run_speed(str(tmp_path), protocol="tiny", device="cpu")
+    assert seen["args"] == ("1b", 4, 8, 8, "cpu")
+    assert {(p["model"], p["batch"]) for p in results["points"]} == {(m, b) for m in ("llama-1b", "hybrid-1b") for b in batches}
+    assert all(not p["oom"] and p["tokens_per_s"] > 0 for p in results["points"] + results["full"])
+    assert {r["method"] for r in results["ratios"]} == ({"sampled", "full"} if batches else {"full"})
+    assert results["headline"]["hf_peer_1b_route"] == "plain"
+    assert "hybrid-1b_A_B4_vs_hf_peer" in results["headline"] and "llama-1b_A_B4_vs_hf_peer" in results["headline"]
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    assert saved["protocol_set"] == "tiny" and len(saved["peer"]) == 3
+    assert {"speed.md", "speed.png", "speed_roofline.png"} <= {p.name for p in tmp_path.iterdir()}
