@@ -53,3 +53,16 @@ def test_two_processes_match_one_process(tiny_setup, tmp_path, strategy, single)
     assert single[-1] < single[0]  # training moved, so matching trajectories mean matching updates
     for a, b in zip(single, double):
         assert abs(a - b) <= TOLERANCE * max(1.0, abs(a)), (single, double)
+
+
+@pytest.mark.parametrize("strategy", ["ddp"])  # stage 1 under FSDP is refused (docs/training.md)
+def test_mohawk_stage1_two_processes_match_one_process(tiny_setup, tmp_path, strategy):
+    """The chunked stage-1 loss (a custom autograd function over the layer's parameters) under DDP."""
+    over = dict(recipe="mohawk", student={"target": "llamba"}, **{**COMMON, "data.train_on": "all"},
+                stages=[{"stage": 1, "max_steps": 4, "lr": 3e-3, "matrix_chunk": 3}])
+    one = _launch(tiny_config(tiny_setup, tmp_path / "one", micro_batch_size=2, **over), tmp_path, "one", 1)
+    two = _launch(tiny_config(tiny_setup, tmp_path / "two", micro_batch_size=1, distributed=strategy, **over),
+                  tmp_path, "two", 2)
+    assert len(one) == len(two) == 4 and one[-1] != one[0]  # training moved
+    for a, b in zip(one, two):
+        assert abs(a - b) <= TOLERANCE * max(1.0, abs(a)), (one, two)

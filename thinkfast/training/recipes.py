@@ -131,6 +131,11 @@ def run_mohawk(cfg: TrainConfig, resume: bool = False, on_step=None) -> list[Tra
     from thinkfast.models import ThinkfastForCausalLM
 
     device, info = _prepare(cfg)
+    if info.enabled and cfg.distributed == "fsdp" and any(st.stage == 1 for st in cfg.stages):
+        raise ThinkfastError(
+            "MOHAWK stage 1 reads the mixers' parameters outside the blocks' forward, which FSDP does not gather: "
+            "run stage 1 with distributed=ddp (it trains only in_proj/conv/decay; stages 2-3 may use fsdp)"
+        )
     tokenizer = load_recipe_tokenizer(cfg)
     loaders = [make_loader(st.data or cfg.data, cfg, tokenizer, info) for st in cfg.stages]
     hf_teacher = load_hf_teacher(cfg, device)
@@ -148,7 +153,7 @@ def run_mohawk(cfg: TrainConfig, resume: bool = False, on_step=None) -> list[Tra
             layers = stage.layers if stage.layers is not None else [
                 i for i, m in enumerate(student.config.layer_mixers) if m != "attention"
             ]
-            task = MohawkLayerTask(student, teacher, stage.stage, layers, tokenizer)
+            task = MohawkLayerTask(student, teacher, stage.stage, layers, tokenizer, matrix_chunk=stage.matrix_chunk)
         else:
             for p in student.parameters():
                 p.requires_grad_(True)
