@@ -131,11 +131,6 @@ def run_mohawk(cfg: TrainConfig, resume: bool = False, on_step=None) -> list[Tra
     from thinkfast.models import ThinkfastForCausalLM
 
     device, info = _prepare(cfg)
-    if info.enabled and cfg.distributed == "fsdp" and any(st.stage == 1 for st in cfg.stages):
-        raise ThinkfastError(
-            "MOHAWK stage 1 reads the mixers' parameters outside the blocks' forward, which FSDP does not gather: "
-            "run stage 1 with distributed=ddp (it trains only in_proj/conv/decay; stages 2-3 may use fsdp)"
-        )
     tokenizer = load_recipe_tokenizer(cfg)
     loaders = [make_loader(st.data or cfg.data, cfg, tokenizer, info) for st in cfg.stages]
     hf_teacher = load_hf_teacher(cfg, device)
@@ -158,11 +153,17 @@ def run_mohawk(cfg: TrainConfig, resume: bool = False, on_step=None) -> list[Tra
             for p in student.parameters():
                 p.requires_grad_(True)
             task = TokenLossTask(student, stage.loss or cfg.loss, teacher, tokenizer)
-        stage_cfg = dataclasses.replace(cfg, output_dir=str(stage_dir))
+        stage_cfg = dataclasses.replace(cfg, output_dir=str(stage_dir), **_stage_distributed(stage.stage, cfg))
         lr = stage.lr or cfg.optim.lr
         results.append(train(task, loader, stage_cfg, stage_dir, stage.max_steps, lr, info, device, resume, on_step))
         student = task.module.student.cpu() if device.type == "cpu" else task.module.student
     return results
+
+
+def _stage_distributed(stage: int, cfg: TrainConfig) -> dict:
+    """Stage 1 reads the mixers' parameters outside the blocks' forward, which FSDP does not gather: it
+    always runs replicated (DDP); it trains only in_proj/conv/decay, so the optimizer state is small."""
+    return {"distributed": "ddp"} if stage == 1 and cfg.distributed == "fsdp" else {}
 
 
 RUNNERS = {"distill": run_distill, "mohawk": run_mohawk, "sft": run_sft}
