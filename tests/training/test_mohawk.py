@@ -153,3 +153,17 @@ def test_stage2_checkpointed_equals_plain():
     assert torch.equal(loss_plain, loss_ckpt)
     for name, g in grads_plain.items():
         assert torch.allclose(grads_ckpt[name], g, rtol=1e-5, atol=1e-7), name
+
+
+def test_bench_mohawk_runs_on_cpu_at_toy_size(tmp_path):
+    import json
+
+    from thinkfast.cli import main
+
+    args = ["bench", "mohawk", "--out", str(tmp_path), "--shapes", "tiny", "--batch", "2", "--length", "16",
+            "--steps", "1", "--chunks", "0,3", "--allow-cpu"]
+    assert main(args) == 0
+    rows = json.loads((tmp_path / "mohawk.json").read_text())["rows"]
+    assert [(r["stage"], r["matrix_chunk"]) for r in rows] == [(1, 0), (1, 3), (2, None)] and all(r["ok"] for r in rows)
+    assert rows[0]["loss_first"] == pytest.approx(rows[1]["loss_first"], rel=1e-6)  # same weights, same loss
+    assert "| tiny | 2 |" in (tmp_path / "mohawk.md").read_text()
