@@ -12,6 +12,8 @@ from thinkfast.training.recipes import run
 torch.set_num_threads(1)
 cfg = load_config(TrainConfig, json.load(open(sys.argv[1])))
 result = run(cfg)
+if isinstance(result, list):  # mohawk: one result per stage
+    result = result[-1]
 if torch.distributed.is_initialized():
     if torch.distributed.get_rank() == 0:
         json.dump(result.losses, open(sys.argv[2], "w"))

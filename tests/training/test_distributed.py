@@ -53,3 +53,17 @@ def test_two_processes_match_one_process(tiny_setup, tmp_path, strategy, single)
     assert single[-1] < single[0]  # training moved, so matching trajectories mean matching updates
     for a, b in zip(single, double):
         assert abs(a - b) <= TOLERANCE * max(1.0, abs(a)), (single, double)
+
+
+def test_mohawk_stages_1_2_two_processes_match_one_process(tiny_setup, tmp_path):
+    """distributed=fsdp: stage 1's chunked loss (a custom autograd function over the layer's parameters)
+    runs under DDP, stage 2 under FSDP2.  The stage-2 losses depend on the stage-1 result, so matching
+    them checks both stages."""
+    over = dict(recipe="mohawk", student={"target": "llamba"}, **{**COMMON, "data.train_on": "all"},
+                stages=[{"stage": 1, "max_steps": 3, "lr": 3e-3, "matrix_chunk": 3}, {"stage": 2, "max_steps": 2}])
+    one = _launch(tiny_config(tiny_setup, tmp_path / "one", micro_batch_size=2, **over), tmp_path, "one", 1)
+    two = _launch(tiny_config(tiny_setup, tmp_path / "two", micro_batch_size=1, distributed="fsdp", **over),
+                  tmp_path, "two", 2)
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two):
+        assert abs(a - b) <= TOLERANCE * max(1.0, abs(a)), (one, two)

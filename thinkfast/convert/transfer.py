@@ -3,7 +3,8 @@
 Everything except the token mixers is copied (embeddings, every RMSNorm, every MLP, the
 LM head).  Kept attention layers copy q/k/v/o unchanged.  Mamba mixers are initialised
 from the same layer's attention: x <- V, B <- K, C <- Q (no RoPE, no 1/sqrt(d) scale),
-out_proj <- O; their other parameters keep the initialisation their constructors give.
+out_proj <- O, and a biased teacher's (Qwen2) v/k/q biases go to the matching in_proj bias rows;
+their other parameters keep the initialisation their constructors give.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ def student_config_from_teacher(
     kwargs["mamba1"] = {"learnable_gqa_expansion": learnable_gqa_expansion}
     heads, head_dim = kwargs["num_attention_heads"], kwargs["head_dim"]
     # a pure student keeps the teacher's head geometry so Q/K/V map head for head
-    kwargs["discrete_mamba2"] = {"n_v_heads": heads, "n_qk_heads": heads, "head_dim": head_dim, "d_state": head_dim}
+    kwargs["discrete_mamba2"] = {
+        "n_v_heads": heads, "n_qk_heads": heads, "head_dim": head_dim, "d_state": head_dim,
+        # a teacher with q/k/v biases (Qwen2) needs bias rows for x, B, C
+        "in_proj_bias": bool(kwargs["attention_bias"]),
+    }
     return ThinkfastConfig(**kwargs)
 
 
@@ -99,8 +104,19 @@ def _transfer_mixer(student_mixer, kind: str, attn, cfg: ThinkfastConfig) -> Non
         sizes = [h * hd, h * hd, h * hd, m.d_inner, m.n_v]
         pieces = {0: _repeat_heads(v.weight, kv, h, hd), 1: _repeat_heads(k.weight, kv, h, hd), 2: q.weight}
         _fill_rows(m.in_proj.weight, pieces, sizes)
-        if q.bias is not None:
-            raise ThinkfastError("teacher q/k/v biases have no place in the pure Mamba-2 mixer (in_proj has no bias)")
+        biased = any(lin.bias is not None for lin in (q, k, v))
+        if biased and m.in_proj.bias is None:
+            raise ThinkfastError(
+                "the teacher has q/k/v biases but the student's in_proj has none: set discrete_mamba2.in_proj_bias=true"
+            )
+        if m.in_proj.bias is not None:  # same head mapping as the weights; z and a rows stay 0
+            m.in_proj.bias.zero_()
+            bias_pieces = {
+                0: None if v.bias is None else _repeat_heads(v.bias, kv, h, hd),
+                1: None if k.bias is None else _repeat_heads(k.bias, kv, h, hd),
+                2: bias(q),
+            }
+            _fill_rows(m.in_proj.bias, bias_pieces, sizes)
     else:
         raise ThinkfastError(f"no weight transfer defined for mixer {kind!r}")
     _copy(student_mixer.out_proj.weight, o.weight)

@@ -30,6 +30,8 @@ def default_discrete_mamba2(num_heads: int, head_dim: int) -> dict[str, Any]:
         "d_state": head_dim,
         "d_conv": 4,
         "chunk_size": 64,
+        # bias on in_proj (all rows; conversion fills x/B/C from a biased teacher's v/k/q, z and a rows stay 0)
+        "in_proj_bias": False,
     }
 
 

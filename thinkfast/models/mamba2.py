@@ -33,7 +33,8 @@ def _ssd_state(num_slots: int, heads: int, d_state: int, head_dim: int, device) 
 
 
 class DiscreteMamba2Mixer(nn.Module):
-    """in_proj: d_model -> [xBC (d_inner + 2 n_qk d_state) | z d_inner | a n_v]."""
+    """in_proj: d_model -> [xBC (d_inner + 2 n_qk d_state) | z d_inner | a n_v], with a bias when
+    `discrete_mamba2.in_proj_bias` (students of biased teachers: x/B/C rows <- v/k/q biases)."""
 
     def __init__(self, config: ThinkfastConfig):
         super().__init__()
@@ -43,7 +44,9 @@ class DiscreteMamba2Mixer(nn.Module):
         self.d_inner = self.n_v * self.head_dim
         self.conv_dim = self.d_inner + 2 * self.n_qk * self.d_state
         self.split_sizes = [self.conv_dim, self.d_inner, self.n_v]
-        self.in_proj = nn.Linear(config.hidden_size, sum(self.split_sizes), bias=False)
+        self.in_proj = nn.Linear(config.hidden_size, sum(self.split_sizes), bias=bool(cfg.get("in_proj_bias", False)))
+        if self.in_proj.bias is not None:
+            nn.init.zeros_(self.in_proj.bias)  # z and a rows must not shift z_bias / a_bias
         self.conv1d = DepthwiseCausalConv(self.conv_dim, cfg["d_conv"], activation=None)
         self.conv1d.set_identity()  # starts as plain gated linear attention (the teacher's structure)
         self.z_bias = nn.Parameter(torch.zeros(self.d_inner))

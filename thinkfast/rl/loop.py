@@ -158,7 +158,7 @@ def grpo_train(
     scorer = PolicyScorer(policy, cfg.loss.chunk_tokens, cfg.rollout.temperature)
     model = wrap(scorer, info, "ddp", device)
     ref_scorer = PolicyScorer(reference, cfg.loss.chunk_tokens, cfg.rollout.temperature) if reference is not None else None
-    optimizer = build_optimizer(policy.parameters(), cfg.optim)
+    optimizer = build_optimizer(policy.named_parameters(), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.max_steps * cfg.updates_per_step, cfg.optim)
     sampler = PromptSampler(len(prompt_ids), cfg.batch_prompts, cfg.seed, info.rank, info.world_size, cfg.data.shuffle)
     start = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from thinkfast.errors import ThinkfastError
+from thinkfast.models.config import SUPPORTED_ROPE_TYPES
 
 SUPPORTED_FAMILIES = ("llama", "qwen2", "mistral")
 
@@ -32,6 +33,13 @@ def check_family(config) -> str:
         raise ThinkfastError(
             f"teacher architecture {family!r} is not supported; supported families are {list(SUPPORTED_FAMILIES)} "
             "(Llama incl. Llama-3 rope scaling, Qwen2 with q/k/v biases, Mistral-style GQA)"
+        )
+    _, scaling = _rope(config)  # before any weights load: a RoPE we do not compute would give wrong logits
+    rope_type = (scaling or {}).get("rope_type", "default")
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+        raise ThinkfastError(
+            f"teacher uses RoPE type {rope_type!r}, which the attention code does not implement; supported RoPE "
+            f"types are {list(SUPPORTED_ROPE_TYPES)}"
         )
     act = getattr(config, "hidden_act", "silu")
     if act != "silu":

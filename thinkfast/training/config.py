@@ -124,12 +124,15 @@ class MohawkStage:
     layers: list[int] | None = None  # stages 1-2: layers to train (None: every non-attention layer)
     data: DataConfig | None = None  # None: the top-level data
     loss: LossConfig | None = None  # stage 3 only; None: the top-level loss
+    matrix_chunk: int = 32  # stage 1: (row, head) L x L matrices alive at a time (0: a whole layer in one graph)
 
     def validate(self) -> None:
         if self.stage not in (1, 2, 3):
             raise ThinkfastError(f"mohawk stage must be 1, 2 or 3, got {self.stage}")
         if self.max_steps < 1:
             raise ThinkfastError("mohawk stage max_steps must be >= 1")
+        if self.matrix_chunk < 0:
+            raise ThinkfastError("mohawk stage matrix_chunk must be >= 0 (0: no chunking)")
 
 
 @dataclass

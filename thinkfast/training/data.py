@@ -150,10 +150,32 @@ def tokenize_messages(tokenizer, messages: list[dict], train_on: str = "response
     return Document(ids, labels)
 
 
+def text_bos_id(tokenizer) -> int | None:
+    """The BOS id to start a plain-text document with, or None.
+
+    Only when the tokenizer defines a BOS that its own usage puts there: it adds it when encoding
+    (Llama-3's post-processor) or its chat template writes `bos_token`.  A teacher trained that way
+    leans on BOS as an attention sink (Llama-3).  Qwen2 defines no BOS; a tokenizer that defines one but
+    neither adds nor templates it (ChatML-style `<|im_start|>` as BOS) does not get it prepended.
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return None
+    if "bos_token" in (getattr(tokenizer, "chat_template", None) or ""):
+        return bos
+    plain = tokenizer("0", add_special_tokens=False)["input_ids"]
+    special = tokenizer("0", add_special_tokens=True)["input_ids"]
+    return bos if list(special[:1]) == [bos] and list(special[1:]) == list(plain) else None
+
+
 def tokenize_record(tokenizer, record: dict, cfg: DataConfig) -> Document:
-    """Plain `text` records (pretraining-style data such as FineMath) are trained on every token."""
+    """Plain `text` records (pretraining-style data such as FineMath) are trained on every token,
+    with the teacher's BOS first when its tokenizer uses one (`text_bos_id`)."""
     if cfg.format in ("auto", "text") and "text" in record and "messages" not in record:
         ids = list(tokenizer(str(record["text"]), add_special_tokens=False)["input_ids"])
+        bos = text_bos_id(tokenizer)
+        if bos is not None and (not ids or ids[0] != bos):
+            ids.insert(0, bos)
         if tokenizer.eos_token_id is not None:
             ids.append(tokenizer.eos_token_id)
         return Document(ids, list(ids))

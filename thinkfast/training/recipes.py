@@ -246,17 +246,23 @@ def run_mohawk(cfg: TrainConfig, resume: bool = False, on_step=None) -> list[Tra
             layers = stage.layers if stage.layers is not None else [
                 i for i, m in enumerate(student.config.layer_mixers) if m != "attention"
             ]
-            task = MohawkLayerTask(student, teacher, stage.stage, layers, tokenizer)
+            task = MohawkLayerTask(student, teacher, stage.stage, layers, tokenizer, matrix_chunk=stage.matrix_chunk)
         else:
             for p in student.parameters():
                 p.requires_grad_(True)
             task = TokenLossTask(student, stage.loss or cfg.loss, teacher, tokenizer)
-        stage_cfg = dataclasses.replace(cfg, output_dir=str(stage_dir))
+        stage_cfg = dataclasses.replace(cfg, output_dir=str(stage_dir), **_stage_distributed(stage.stage, cfg))
         lr = stage.lr or cfg.optim.lr
         results.append(train(task, loader, stage_cfg, stage_dir, stage.max_steps, lr, info, device, resume, on_step))
         student = task.module.student.cpu() if device.type == "cpu" else task.module.student
         _measure(fid, stage_dir.name, student, teacher, heldout, device)
     return results
+
+
+def _stage_distributed(stage: int, cfg: TrainConfig) -> dict:
+    """Stage 1 reads the mixers' parameters outside the blocks' forward, which FSDP does not gather: it
+    always runs replicated (DDP); it trains only in_proj/conv/decay, so the optimizer state is small."""
+    return {"distributed": "ddp"} if stage == 1 and cfg.distributed == "fsdp" else {}
 
 
 RUNNERS = {"distill": run_distill, "mohawk": run_mohawk, "sft": run_sft}

@@ -36,10 +36,51 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, cfg: Opt
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, cfg))
 
 
-def build_optimizer(params, cfg: OptimConfig, lr: float | None = None) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on 1-d tensors (norm weights, biases, A_log, D) as is customary."""
-    params = [p for p in params if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+# Parameters that never take weight decay, by name, whatever their rank: SSM dynamics (A_log is
+# (d_inner, 16) in Mamba-1), skips, every bias, norm weights, and per-channel tables.
+NO_DECAY_PARAMS = ("A_log", "D", "dt_bias", "a_bias", "z_bias", "norm_weight", "bias")
+
+
+def weight_decay_applies(name: str, param: torch.Tensor) -> bool:
+    """True for the matrices of linear maps and embeddings only.
+
+    Not decayed: the names in NO_DECAY_PARAMS, anything inside a norm module (`*norm*.weight`),
+    the depthwise conv taps (`conv1d.*`: per-channel filters), and any other tensor of rank < 2.
+    """
+    parts = name.split(".")
+    if parts[-1] in NO_DECAY_PARAMS:
+        return False
+    if any("norm" in part or part == "conv1d" for part in parts[:-1]):
+        return False
+    return param.ndim >= 2
+
+
+def build_optimizer(params, cfg: OptimConfig, lr: float | None = None, no_decay=None) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters, decay only where `weight_decay_applies`.
+
+    `params`: named_parameters() (name rules apply) or bare parameters (then only rank >= 2 decays).
+    `no_decay(name) -> bool`: extra names to keep out of decay (MOHAWK stage 1: in_proj, whose x and z
+    rows get no gradient there, so decoupled decay would be their only - unwanted - update).
+    """
+    named = [(n, p) for n, p in map(_as_pair, params) if p.requires_grad]
+
+    def decays(name, p):
+        if name is None:
+            return p.ndim >= 2
+        if no_decay is not None and no_decay(name):
+            return False
+        return weight_decay_applies(_strip_wrappers(name), p)
+
+    decay = [p for n, p in named if decays(n, p)]
+    other = [p for n, p in named if not decays(n, p)]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr or cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def _as_pair(item):
+    return item if isinstance(item, tuple) else (None, item)
+
+
+def _strip_wrappers(name: str) -> str:
+    """DDP's `module.` and checkpoint wrappers' prefixes do not change what a parameter is."""
+    return ".".join(p for p in name.split(".") if p not in ("module", "_checkpoint_wrapped_module", "_fsdp_wrapped_module"))

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from thinkfast.models.model import DecoderLayer
 from thinkfast.models.sequence import SequenceInfo
 from thinkfast.training.config import LossConfig
 from thinkfast.training.losses import TERMS, token_loss_sum
-from thinkfast.training.mohawk import stage1_loss_sum, stage2_loss_sum, teacher_layer_io
+from thinkfast.training.mohawk import DEFAULT_MATRIX_CHUNK, stage1_loss_sum, stage2_loss_sum, teacher_layer_io
 
 
 def batch_seq(batch: dict) -> SequenceInfo:
@@ -79,10 +80,12 @@ class TokenLossTask:
 
 
 class MohawkLayerModule(nn.Module):
-    def __init__(self, student, stage: int, layers: list[int], teacher_layers: list):
+    def __init__(self, student, stage: int, layers: list[int], teacher_layers: list,
+                 matrix_chunk: int = DEFAULT_MATRIX_CHUNK):
         super().__init__()
         self.student = student
         self.stage, self.layers = stage, list(layers)
+        self.matrix_chunk = matrix_chunk  # stage 1: (row, head) matrices alive at a time (0: the whole layer)
         self._teacher_layers = tuple(teacher_layers)  # a tuple: not registered, never wrapped or trained
 
     def forward(self, batch: dict, teacher_out: dict):
@@ -93,7 +96,10 @@ class MohawkLayerModule(nn.Module):
             s_layer = self.student.model.layers[i]
             h_in, h_out = io[i]
             if self.stage == 1:
-                part, _ = stage1_loss_sum(s_layer, self._teacher_layers[i], h_in, seq, valid)
+                part, _ = stage1_loss_sum(s_layer, self._teacher_layers[i], h_in, seq, valid, self.matrix_chunk)
+            elif self.student.activation_checkpointing and torch.is_grad_enabled():
+                # layers are independent: only one block's activations are alive in the backward
+                part = checkpoint(lambda *a: stage2_loss_sum(*a)[0], s_layer, h_in, h_out, seq, valid, use_reentrant=False)
             else:
                 part, _ = stage2_loss_sum(s_layer, h_in, h_out, seq, valid)
             total = total + part
@@ -106,7 +112,8 @@ class MohawkLayerTask:
     term_names = ("layer_loss",)
     block_types = (DecoderLayer,)
 
-    def __init__(self, student, teacher, stage: int, layers: list[int], tokenizer=None):
+    def __init__(self, student, teacher, stage: int, layers: list[int], tokenizer=None,
+                 matrix_chunk: int = DEFAULT_MATRIX_CHUNK):
         self.teacher, self.stage, self.layers, self.tokenizer = teacher, stage, list(layers), tokenizer
         for p in student.parameters():
             p.requires_grad_(False)
@@ -119,7 +126,12 @@ class MohawkLayerTask:
                 for name in ("out_proj", "D", "z_bias"):
                     for p in getattr(layer.mixer, name).parameters() if isinstance(getattr(layer.mixer, name), nn.Module) else [getattr(layer.mixer, name)]:
                         p.requires_grad_(False)
-        self.module = MohawkLayerModule(student, stage, self.layers, list(teacher.model.layers))
+        self.module = MohawkLayerModule(student, stage, self.layers, list(teacher.model.layers), matrix_chunk)
+
+    def no_decay(self, name: str) -> bool:
+        """Stage 1 reaches only in_proj's B, C and a rows: its x and z rows get exactly zero gradient, which
+        leaves them unchanged under Adam, but decoupled weight decay would still shrink them."""
+        return self.stage == 1 and ".mixer.in_proj." in name
 
     def count(self, batch: dict) -> int:
         if self.stage == 1:  # one Frobenius norm per (row, head, layer)

@@ -80,7 +80,7 @@ def train(
         )
     module = task.module.to(device)
     model = wrap(module, info, cfg.distributed, device, task.block_types)
-    optimizer = build_optimizer(model.parameters(), cfg.optim, lr)
+    optimizer = build_optimizer(model.named_parameters(), cfg.optim, lr, no_decay=getattr(task, "no_decay", None))
     scheduler = build_scheduler(optimizer, max_steps, cfg.optim)
     start = 0
     if found is not None:
