@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import sys
 
 
 def best_within(score: dict, metric: str, budget: float) -> float | None:
@@ -48,6 +49,7 @@ def run_summary(cfg, results: dict, n_budgets: int = 20) -> dict:
     device = next((v.get("device") for v in speed.values() if isinstance(v, dict) and v.get("device")), None)
     summary = {
         "teacher": cfg.teacher,
+        "command": "thinkfast " + " ".join(sys.argv[1:]),  # of the process that wrote the report
         "gpu": device,
         "date": dt.date.today().isoformat(),
         "distill_seconds": sum(st.get("seconds") or 0.0 for info in distill.values() for st in info.get("stages", [])),

@@ -104,7 +104,7 @@ class AlignConfig:
     warmup: float = 0.05
     micro_batch_size: int | None = None  # None: the top-level micro_batch_size
     grad_accum: int | None = None  # None: the top-level grad_accum
-    data: DataConfig | None = None  # None: the top-level data
+    seq_len: int | None = None  # rows of the top-level data packed to this length (None: data.seq_len)
     select_attention: int = 0  # > 0: the student starts all-Mamba; after alignment these many layers go back
     #                            to the teacher's attention, chosen greedily by held-in KL (align.py)
     selection_rows: int = 8  # rows of training data the selection measures on

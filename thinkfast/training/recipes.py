@@ -130,6 +130,11 @@ def _measure(fid: FidelityLog, key: str, student, teacher, heldout, device, laye
           f"{point['top1_agreement']:.1%}{extra}", flush=True)
 
 
+def _align_data(cfg: TrainConfig) -> DataConfig:
+    """Alignment reads the training data, every real token (it has no labels), at its own row length."""
+    return dataclasses.replace(cfg.data, seq_len=cfg.align.seq_len or cfg.data.seq_len, train_on="all")
+
+
 def _align_stage(cfg: TrainConfig, student, teacher, tokenizer, info, device, resume, on_step, fid, heldout):
     """Stage 1 of hybrid distillation (align.py), in <output_dir>/align; returns the aligned student."""
     from thinkfast.models import ThinkfastForCausalLM
@@ -152,7 +157,7 @@ def _align_stage(cfg: TrainConfig, student, teacher, tokenizer, info, device, re
         micro, accum = a.micro_batch_size or cfg.micro_batch_size, a.grad_accum or cfg.grad_accum
         stage_cfg = dataclasses.replace(cfg, output_dir=str(align_dir), micro_batch_size=micro, grad_accum=accum,
                                         optim=dataclasses.replace(cfg.optim, warmup=a.warmup, lr=a.lr))
-        loader = make_loader(a.data or cfg.data, stage_cfg, tokenizer, info)
+        loader = make_loader(_align_data(cfg), stage_cfg, tokenizer, info)
         train(task, loader, stage_cfg, align_dir, a.max_steps, a.lr, info, device, resume, on_step)
         student = task.module.student
     student.to(device)
@@ -162,7 +167,7 @@ def _align_stage(cfg: TrainConfig, student, teacher, tokenizer, info, device, re
         from thinkfast.convert.layout import spread_attention_layers
 
         sel_cfg = dataclasses.replace(cfg, micro_batch_size=a.selection_rows, grad_accum=1, seed=cfg.seed + 1)
-        rows = make_loader(a.data or cfg.data, sel_cfg, tokenizer, info).next_step()
+        rows = make_loader(_align_data(cfg), sel_cfg, tokenizer, info).next_step()
         step = max(1, cfg.micro_batch_size)
         batches = [{k: v[i : i + step].to(device) for k, v in rows[0].items()} for i in range(0, a.selection_rows, step)]
         even = spread_attention_layers(len(student.config.layer_mixers), keep)
