@@ -113,13 +113,14 @@ def test_pool_kills_hung_worker_and_keeps_order():
 
 
 def test_grader_pool_and_disk_cache(tmp_path):
-    pairs = [("x=5", "5"), ("(0,9)", "[0,9)"), ("27.0", "27"), ("5", None)]
+    # (0,9) vs [0,9) is now decided in process (rational endpoints); (0,pi) vs [0,pi) needs the pool
+    pairs = [("x=5", "5"), ("(0,\\pi)", "[0,\\pi)"), ("27.0", "27"), ("5", None)]
     with Grader(workers=2, timeout=20, cache_path=tmp_path / "v.sqlite") as grader:
         assert grader.equivalent_many(pairs) == [True, False, True, False]
     # a second grader reads the symbolic verdicts from disk without any worker
     with Grader(workers=1, timeout=20, cache_path=tmp_path / "v.sqlite") as grader:
         assert grader.cache.get("x=5", "5") is True
-        assert grader.cache.get("(0,9)", "[0,9)") is False
+        assert grader.cache.get("(0,\\pi)", "[0,\\pi)") is False
         assert grader.equivalent_many(pairs[:2]) == [True, False]
         assert grader.pool.workers == []  # nothing had to be computed
 
