@@ -5,8 +5,8 @@ The type is part of the answer: `(4,2)` is an ordered pair and `\\{2,4\\}` a set
 `5` a value, `(0,9)` and `[0,9)` different intervals. Expressions are parsed by a small recursive-descent
 LaTeX parser into exact sympy objects: decimals become exact rationals (a decimal literal remembers its
 printed digits, see `Expr.decimal`), `e`/`\\mathrm{e}` is Euler's number and `i` the imaginary unit, and
-nothing is evaluated approximately. Huge powers and factorials stay unevaluated (`SIZE_LIMIT_BITS`), so a
-parse never hangs. Anything the parser does not understand raises `ParseError` (never a partial parse).
+nothing is evaluated approximately. Numbers beyond `SIZE_LIMIT_BITS` (2^{2^{100}}, 10^6!) are refused, so
+a parse and an exact comparison finish in bounded time. Anything the parser does not understand raises `ParseError` (never a partial parse).
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import sympy
 
 from thinkfast.evaluation.grading.normalize import MATH_WORDS, is_word
 
-SIZE_LIMIT_BITS = 20_000  # powers/factorials above this many bits are kept unevaluated
+SIZE_LIMIT_BITS = 1_000_000  # numbers larger than 2^this are refused (not comparable exactly in bounded time)
+MAX_FACTORIAL = 20_000  # 20000! has ~260k bits
+MAX_SYMBOLIC_EXPONENT = 10_000  # x^{10^{10}} cannot be evaluated at a probe point
 MAX_LENGTH = 2_000  # longer answers are not parsed (graded by string only)
 
 
@@ -40,6 +42,7 @@ class Text:
 class Expr:
     value: sympy.Basic
     decimal: Decimal | None = None  # set when the expression is one decimal literal with a fractional part
+    base: int | None = None  # set for a numeral with a base subscript (52_8: value 52, base 8)
 
 
 @dataclass(frozen=True)
@@ -165,10 +168,10 @@ def parse_answer(s: str):
     """A typed answer for the normalised string s (see `normalize_answer`)."""
     if not s or len(s) > MAX_LENGTH:
         raise ParseError("empty or too long")
-    return _parse_node(s, top=True)
+    return _parse_node(s)
 
 
-def _parse_node(s: str, top: bool = False):
+def _parse_node(s: str):
     s = s.strip()
     if not s:
         raise ParseError("empty part")
@@ -253,8 +256,8 @@ def _parse_expr_node(s: str) -> Expr:
         value = int(m.group(2)) + sympy.Rational(int(m.group(3)), int(m.group(4)))
         return Expr(-value if m.group(1) else value)
     m = _BASE.match(s)
-    if m:  # 52_8: digits in base 8, graded by their digits
-        return Expr(sympy.Integer(int(m.group(1))))
+    if m:  # 52_8: digits in base 8, graded by their digits (52 matches; 52_{10} does not)
+        return Expr(sympy.Integer(int(m.group(1))), base=int(m.group(2)))
     return Expr(LatexParser(s).parse())
 
 
@@ -459,14 +462,18 @@ class LatexParser:
             places = len(m.group(1).split(".")[1])
             repeat = m2.group(1)
             value += sympy.Rational(int(repeat), (10 ** len(repeat) - 1) * 10**places)
-        if m.group(2):
-            value *= sympy.Integer(10) ** int(m.group(2))
+        if m.group(2):  # 1.5e-05 (an explicit exponent sign: `2e3` stays 2*e*3)
+            value *= _pow(sympy.Integer(10), sympy.Integer(int(m.group(2))))
         if self.s.startswith("_", self.i):  # 52_8: a numeral in base 8, graded by its digits
             self.i += 1
             self.single()
         return value
 
     def word(self) -> sympy.Basic:
+        run = re.match(r"[A-Za-z]+", self.s[self.i :]).group(0)
+        if run in ("infty", "infinity", "inf"):
+            self.i += len(run)
+            return sympy.oo
         for name in _BARE_FUNCTIONS:
             if self.s.startswith(name, self.i):
                 self.i += len(name)
@@ -530,8 +537,12 @@ class LatexParser:
             return sympy.sqrt(self.single())
         if name == "binom":
             n, k = self.single(), self.single()
-            if n.is_Integer and k.is_Integer and abs(n) > 100_000:
-                raise ParseError("binomial too large")
+            if n.is_Integer and k.is_Integer and n > 0:
+                m = min(int(k), int(n) - int(k))
+                if m > 0 and m * math.log2(int(n)) > SIZE_LIMIT_BITS:
+                    raise ParseError("binomial too large")
+            elif n.is_number:
+                raise ParseError("binomial of non-integers")
             return sympy.binomial(n, k)
         if name == "pi":
             return sympy.pi
@@ -609,11 +620,16 @@ def _letter(c: str) -> sympy.Basic:
 
 
 def _pow(base: sympy.Basic, exponent: sympy.Basic) -> sympy.Basic:
-    if base.is_number and exponent.is_number and base.is_Rational and exponent.is_Rational:
-        if exponent.is_Integer and base != 0 and abs(int(exponent)) * max(_bits(base), 1.0) > SIZE_LIMIT_BITS:
-            return sympy.Pow(base, exponent, evaluate=False)
-        if base == 0 and exponent.is_negative:
-            raise ParseError("division by zero")
+    """base^exponent, refusing values too large to compare exactly in bounded time (2^{2^{100}})."""
+    if exponent.is_number and exponent.is_real and not exponent.has(sympy.oo, -sympy.oo, sympy.zoo):
+        size = abs(float(exponent))
+        if base.is_number:
+            if base == 0 and exponent.is_negative:
+                raise ParseError("division by zero")
+            if base not in (0, 1, -1) and size * max(_bits(base), 1e-3) > SIZE_LIMIT_BITS:
+                raise ParseError("power too large")
+        elif size > MAX_SYMBOLIC_EXPONENT:
+            raise ParseError("power too large")
     return sympy.Pow(base, exponent)
 
 
@@ -621,8 +637,10 @@ def _factorial(value: sympy.Basic) -> sympy.Basic:
     if value.is_Integer:
         if value < 0:
             raise ParseError("negative factorial")
-        if value > 2000:
-            return sympy.factorial(value, evaluate=False)
+        if value > MAX_FACTORIAL:
+            raise ParseError("factorial too large")
+    elif value.is_number:
+        raise ParseError("factorial of a non-integer")
     return sympy.factorial(value)
 
 
