@@ -29,6 +29,7 @@ import re
 from decimal import Decimal
 from functools import lru_cache
 
+import mpmath
 import sympy
 
 from thinkfast.evaluation.grading.normalize import is_word, normalize_answer
@@ -49,7 +50,7 @@ GRADER_VERSION = "2"  # bump when verdicts can change, to invalidate caches
 
 MIN_SIG_DIGITS = 10  # a decimal this precise may stand for an exact value (relative error <= 1e-9)
 _DIGITS = 60  # working precision for irrational constants
-_REL_TOL = sympy.Float("1e-40", _DIGITS)
+_REL_TOL = mpmath.mpf("1e-40")
 _PROBE_VALUES = [sympy.Rational(p, q) for p, q in
                  ((7, 13), (-11, 17), (23, 19), (-5, 29), (31, 37), (13, 41), (-43, 47), (53, 59), (3, 61),
                   (-67, 71), (73, 79), (83, 89))]
@@ -307,11 +308,14 @@ def _constant_ratio(dx: sympy.Basic, dy: sympy.Basic):
         vx, vy = _evaluate(dx, point), _evaluate(dy, point)
         if vx is None or vy is None or vy == 0:
             continue
-        values.append(vx / vy)
-    if len(values) < 3 or any(abs(v - values[0]) > _REL_TOL * abs(values[0]) for v in values):
+        with mpmath.workdps(_DIGITS):
+            values.append(vx / vy)
+    if len(values) < 3 or not all(_close(v, values[0]) for v in values):
         return None
     c = values[0]
-    return sympy.Float(c.real, 30) if abs(c.imag) <= _REL_TOL * abs(c) else None
+    if c == 0 or abs(c.imag) > _REL_TOL * abs(c):
+        return None
+    return sympy.Float(c.real, 30)
 
 
 def _relation_interval(rel: Relation) -> Interval | None:
@@ -389,47 +393,25 @@ def _decimal_stands_for(decimal: Decimal, exact: sympy.Expr) -> bool:
 
 
 def _evaluate(expr: sympy.Basic, point: dict):
-    """A 60-digit complex value of expr at point, or None where undefined."""
+    """A 60-digit complex value (mpmath mpc) of expr at point, or None where undefined."""
     try:
         value = expr.xreplace(point) if point else expr
-        number = sympy.N(value, _DIGITS)
-        if number.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo) or number.free_symbols:
+        number = value.evalf(_DIGITS)
+        if not number.is_number or number.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
             return None
         re_part, im_part = number.as_real_imag()
-        return complex_value(sympy.Float(re_part, _DIGITS), sympy.Float(im_part, _DIGITS))
+        with mpmath.workdps(_DIGITS):
+            return mpmath.mpc(mpmath.mpf(sympy.Float(re_part, _DIGITS)._mpf_),
+                              mpmath.mpf(sympy.Float(im_part, _DIGITS)._mpf_))
     except (TypeError, ValueError, ZeroDivisionError, AttributeError, ArithmeticError, RecursionError):
         return None
 
 
-class complex_value:  # noqa: N801  tiny exact-enough complex arithmetic over sympy Floats
-    __slots__ = ("real", "imag")
-
-    def __init__(self, real, imag):
-        self.real, self.imag = real, imag
-
-    def __sub__(self, other):
-        return complex_value(self.real - other.real, self.imag - other.imag)
-
-    def __truediv__(self, other):
-        d = other.real**2 + other.imag**2
-        return complex_value((self.real * other.real + self.imag * other.imag) / d,
-                             (self.imag * other.real - self.real * other.imag) / d)
-
-    def __abs__(self):
-        return sympy.sqrt(self.real**2 + self.imag**2)
-
-    def __eq__(self, other):
-        return other == 0 and self.real == 0 and self.imag == 0 if not isinstance(other, complex_value) else \
-            self.real == other.real and self.imag == other.imag
-
-    __hash__ = None
-
-
-def _close(vx: complex_value, vy: complex_value) -> bool:
-    scale = max(abs(vx), abs(vy))
-    if scale == 0:
-        return True
-    return bool(abs(vx - vy) <= _REL_TOL * scale)
+def _close(vx, vy) -> bool:
+    """Equal to a relative 1e-40 (both values carry 60 digits)."""
+    with mpmath.workdps(_DIGITS):
+        scale = max(abs(vx), abs(vy))
+        return bool(scale == 0 or abs(vx - vy) <= _REL_TOL * scale)
 
 
 def _points(symbols):
