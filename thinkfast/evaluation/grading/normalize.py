@@ -122,6 +122,8 @@ def _strip_delimiters(s: str) -> str:
 def normalize_answer(answer: str) -> str:
     """A canonical string for an answer. Equal strings are equal answers; the converse is `is_equivalent`'s job."""
     s = _strip_delimiters(answer)
+    if s.count("$") == 1 and not s.count("\\$"):  # `$18` cut from "The final answer is $18"
+        s = s.replace("$", "").strip()
     for char, repl in _UNICODE.items():
         if char in s:
             s = s.replace(char, repl)
@@ -138,7 +140,9 @@ def normalize_answer(answer: str) -> str:
     s = _WRAPPED_LETTER.sub(r"\1", s)
     s = _strip_delimiters(s).strip().rstrip(".").strip()
     s = strip_unit_words(s)
-    s = _UNIT_TEXT.sub("", s).strip()
+    unit = _UNIT_TEXT.search(s)
+    if unit and _unit_words(re.findall(r"[A-Za-z]+", re.sub(r"^\\[A-Za-z]+", "", unit.group(0).strip()))):
+        s = s[: unit.start()].strip()
     whole = _WHOLE_TEXT.match(s)
     if whole and "{" not in whole.group(1) and "}" not in whole.group(1):
         s = whole.group(1).strip()

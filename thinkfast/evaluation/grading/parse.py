@@ -293,6 +293,7 @@ class LatexParser:
     def __init__(self, text: str):
         self.s = text
         self.i = 0
+        self.abs_depth = 0  # inside |...|, a `|` closes instead of opening
 
     # -- scanning
     def _ws(self) -> None:
@@ -365,7 +366,7 @@ class LatexParser:
         c = self.peek()
         if not c:
             return False
-        if c.isalnum() or c in "(.[{" or (c == "|" and False):
+        if c.isalnum() or c in "(.[{" or (c == "|" and self.abs_depth == 0):
             return True
         if c == "\\":
             name = self._command_at()
@@ -440,7 +441,9 @@ class LatexParser:
             return self.group()
         if c == "|":
             self.i += 1
+            self.abs_depth += 1
             value = self.expr()
+            self.abs_depth -= 1
             self.expect("|")
             return sympy.Abs(value)
         if c == "\\":
