@@ -28,7 +28,7 @@ _SPACING = re.compile(
     r"(?<!\\)\\(?:[!,;:> ]|q?quad(?![A-Za-z])|displaystyle|textstyle|mathstrut|"
     r"[Bb]ig{1,2}[lr]?(?![A-Za-z])|left\.|right\.|left(?![A-Za-z])|right(?![A-Za-z])|middle(?![A-Za-z]))"
 )
-_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\degree(?![A-Za-z])|\^\s*\{\s*\}")
+_DEGREES = re.compile(r"\^\s*(?:\{\s*\\circ\s*\}|\\circ)|\\degree(?![A-Za-z])|\^\s*\{\s*\}")
 _PERCENT = re.compile(r"\\%|%")
 _DOLLAR = re.compile(r"\\\$")
 # one letter in a font/text wrapper is that letter: \mathrm{e}, \text{i}, \operatorname{e}, \mathbf{v}
@@ -138,7 +138,10 @@ def normalize_answer(answer: str) -> str:
     s = _OLD_FONT.sub(r"\\text{\1}", s)
     s = _OPERATOR_NAME.sub(r"\\\1 ", s)
     s = _WRAPPED_LETTER.sub(r"\1", s)
-    s = _strip_delimiters(s).strip().rstrip(".").strip()
+    s = _strip_delimiters(s).strip().rstrip(".,;").strip()
+    boxed = re.fullmatch(r"\\(?:boxed|fbox)\{(.*)\}", s, re.S)
+    if boxed and _balanced(boxed.group(1)):
+        s = boxed.group(1).strip()
     s = strip_unit_words(s)
     unit = _UNIT_TEXT.search(s)
     if unit and _unit_words(re.findall(r"[A-Za-z]+", re.sub(r"^\\[A-Za-z]+", "", unit.group(0).strip()))):
@@ -162,6 +165,16 @@ def normalize_answer(answer: str) -> str:
         if s == "-0":
             s = "0"
     return s
+
+
+def _balanced(s: str) -> bool:
+    depth = 0
+    for i, c in enumerate(s):
+        if c in "{}" and (i == 0 or s[i - 1] != "\\"):
+            depth += 1 if c == "{" else -1
+            if depth < 0:
+                return False
+    return depth == 0
 
 
 def _collapse(s: str) -> str:
