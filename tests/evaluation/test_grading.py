@@ -133,3 +133,19 @@ def test_clusters_by_equivalence_not_string():
     assert clusters[0] == clusters[1] == clusters[4]
     assert clusters[2] == clusters[5] != clusters[0]
     assert clusters[3] is None
+
+
+def test_bench_grading_command(tmp_path, capsys):
+    import json
+
+    from thinkfast.cli import main
+
+    rows = [{"problem": "p", "answer": a} for a in ["\\frac{1}{2}", "(1,2)", "x=5", "\\text{Evelyn}"]]
+    (tmp_path / "math500_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gsm = [{"question": "q", "answer": f"work\n#### {n}"} for n in (18, 1800)]
+    (tmp_path / "gsm8k_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gsm))
+    assert main(["bench", "grading", "--data", str(tmp_path), "--workers", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # 4 golds x (re-typeset + 6 others, deduplicated) + 2 GSM8K golds x 3
+    assert out["pairs"] == 4 * 4 + 6 and out["timeouts"] == 0 and out["pairs_per_s"] > 0
+    assert out["equal"] == 4 + 2 * 2  # each gold re-typeset, GSM8K gold and "N dollars"

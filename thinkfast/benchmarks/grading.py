@@ -36,7 +36,7 @@ def build_pairs(data_dir: str | os.PathLike, wrong: int = 6) -> list[tuple[str, 
     pairs: list[tuple[str, str]] = []
     for i, gold in enumerate(golds):
         pairs.append((gold, _retypeset(gold)))
-        pairs += [(gold, golds[(i + k) % len(golds)]) for k in range(1, wrong + 1)]
+        pairs += [(gold, golds[(i + k) % len(golds)]) for k in range(1, wrong + 1) if k % len(golds)]
     for line in gsm_file.open():
         if line.strip():
             gold = json.loads(line)["answer"].split("####")[-1].strip().replace(",", "")
