@@ -280,9 +280,13 @@ _WRAPPERS = {"text", "mathrm", "mathit", "mathbf", "mathsf", "operatorname", "te
 _NO_ARG_SPACE = re.compile(r"\s+")
 
 
-def _bits(value) -> float:
+def _bits(value: sympy.Basic) -> float:
+    """Bits per unit of exponent of a power of `value`: the larger of numerator and denominator for a
+    rational ((1+10^{-7})^{10^{12}} is huge exactly), at least 1 for anything else (sqrt(2)^n = 2^(n/2))."""
+    if value.is_Rational:
+        return float(max(int(value.p).bit_length(), int(value.q).bit_length()))
     try:
-        return abs(float(sympy.log(abs(value), 2))) if value != 0 else 0.0
+        return max(abs(float(sympy.log(abs(value), 2))), 1.0)
     except (TypeError, ValueError):
         return math.inf
 
@@ -629,7 +633,7 @@ def _pow(base: sympy.Basic, exponent: sympy.Basic) -> sympy.Basic:
         if base.is_number:
             if base == 0 and exponent.is_negative:
                 raise ParseError("division by zero")
-            if base not in (0, 1, -1) and size * max(_bits(base), 1e-3) > SIZE_LIMIT_BITS:
+            if base not in (0, 1, -1) and size * _bits(base) > SIZE_LIMIT_BITS:
                 raise ParseError("power too large")
         elif size > MAX_SYMBOLIC_EXPONENT:
             raise ParseError("power too large")
