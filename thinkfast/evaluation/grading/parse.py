@@ -18,7 +18,7 @@ from decimal import Decimal
 
 import sympy
 
-from thinkfast.evaluation.grading.normalize import MATH_WORDS, is_word
+from thinkfast.evaluation.grading.normalize import is_word
 
 SIZE_LIMIT_BITS = 1_000_000  # numbers larger than 2^this are refused (not comparable exactly in bounded time)
 MAX_FACTORIAL = 20_000  # 20000! has ~260k bits
@@ -83,7 +83,6 @@ _REL_TOKENS = [
     ("\\lt", "<"), ("\\gt", ">"), ("\\in", "in"), ("<=", "<="), (">=", ">="), ("!=", "!="), ("=", "="),
     ("<", "<"), (">", ">"),
 ]
-_OPEN = {"(": ")", "[": "]", "{": "}"}
 _MATRIX = re.compile(r"^\\begin\{([pbBvV]?matrix|array)\}(?:\{[lcr|]*\})?(.*)\\end\{\1\}$", re.S)
 _CHOICE = re.compile(r"^\(?([A-Ea-e])\)$|^\(([A-Ea-e])\)?$")
 _MIXED = re.compile(r"^(-?)(\d+)\\frac\{(\d+)\}\{(\d+)\}$")
@@ -657,4 +656,4 @@ def words_to_commas(s: str) -> str:
 
 
 __all__ = ["Expr", "Interval", "LatexParser", "Matrix", "ParseError", "Relation", "Seq", "Text", "Union",
-           "parse_answer", "MATH_WORDS"]
+           "parse_answer", "words_to_commas"]
