@@ -6,7 +6,8 @@ The type is part of the answer: `(4,2)` is an ordered pair and `\\{2,4\\}` a set
 LaTeX parser into exact sympy objects: decimals become exact rationals (a decimal literal remembers its
 printed digits, see `Expr.decimal`), `e`/`\\mathrm{e}` is Euler's number and `i` the imaginary unit, and
 nothing is evaluated approximately. Numbers beyond `SIZE_LIMIT_BITS` (2^{2^{100}}, 10^6!) are refused, so
-a parse and an exact comparison finish in bounded time. Anything the parser does not understand raises `ParseError` (never a partial parse).
+a parse and an exact comparison finish in bounded time. Anything the parser does not understand raises
+`ParseError` (never a partial parse).
 """
 
 from __future__ import annotations
