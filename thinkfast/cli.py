@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "thinkfast.commands.generate",
     "thinkfast.commands.bench_speed",
     "thinkfast.commands.bench_mohawk",
+    "thinkfast.commands.bench_grading",
     "thinkfast.commands.train",
     "thinkfast.commands.grpo",
 ]

@@ -113,13 +113,14 @@ def test_pool_kills_hung_worker_and_keeps_order():
 
 
 def test_grader_pool_and_disk_cache(tmp_path):
-    pairs = [("x=5", "5"), ("(0,9)", "[0,9)"), ("27.0", "27"), ("5", None)]
+    # (0,9) vs [0,9) is now decided in process (rational endpoints); (0,pi) vs [0,pi) needs the pool
+    pairs = [("x=5", "5"), ("(0,\\pi)", "[0,\\pi)"), ("27.0", "27"), ("5", None)]
     with Grader(workers=2, timeout=20, cache_path=tmp_path / "v.sqlite") as grader:
         assert grader.equivalent_many(pairs) == [True, False, True, False]
     # a second grader reads the symbolic verdicts from disk without any worker
     with Grader(workers=1, timeout=20, cache_path=tmp_path / "v.sqlite") as grader:
         assert grader.cache.get("x=5", "5") is True
-        assert grader.cache.get("(0,9)", "[0,9)") is False
+        assert grader.cache.get("(0,\\pi)", "[0,\\pi)") is False
         assert grader.equivalent_many(pairs[:2]) == [True, False]
         assert grader.pool.workers == []  # nothing had to be computed
 
@@ -132,3 +133,19 @@ def test_clusters_by_equivalence_not_string():
     assert clusters[0] == clusters[1] == clusters[4]
     assert clusters[2] == clusters[5] != clusters[0]
     assert clusters[3] is None
+
+
+def test_bench_grading_command(tmp_path, capsys):
+    import json
+
+    from thinkfast.cli import main
+
+    rows = [{"problem": "p", "answer": a} for a in ["\\frac{1}{2}", "(1,2)", "x=5", "\\text{Evelyn}"]]
+    (tmp_path / "math500_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gsm = [{"question": "q", "answer": f"work\n#### {n}"} for n in (18, 1800)]
+    (tmp_path / "gsm8k_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gsm))
+    assert main(["bench", "grading", "--data", str(tmp_path), "--workers", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # 4 golds x (re-typeset + 6 others, deduplicated) + 2 GSM8K golds x 3
+    assert out["pairs"] == 4 * 4 + 6 and out["timeouts"] == 0 and out["pairs_per_s"] > 0
+    assert out["equal"] == 4 + 2 * 2  # each gold re-typeset, GSM8K gold and "N dollars"

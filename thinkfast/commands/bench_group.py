@@ -18,7 +18,7 @@ _ATTR = "_thinkfast_bench_subparsers"
 def get_bench_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
     parser = subparsers.choices.get("bench")
     if parser is None:
-        parser = subparsers.add_parser("bench", help="benchmarks: kernels, generation speed",
+        parser = subparsers.add_parser("bench", help="benchmarks: kernels, generation speed, grading",
                                        description="Benchmarks.  Pick one: thinkfast bench KIND --help")
         sub = parser.add_subparsers(dest="bench_command", metavar="KIND")
         setattr(parser, _ATTR, sub)

@@ -1,12 +1,15 @@
 """Final-answer extraction from a model's solution text.
 
 Order: last brace-matched \\boxed{...} / \\fbox{...} (or `\\boxed 5`), then "final answer is ...",
-then "#### ...", then the last number in the text.
+then "#### ...", then the last number in the text. Unit words after a final number are dropped
+("The final answer is 18 dollars per day." -> "18"; see `normalize.strip_unit_words`).
 """
 
 from __future__ import annotations
 
 import re
+
+from thinkfast.evaluation.grading.normalize import strip_unit_words
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*")
 _FINAL = re.compile(r"final answer is[:\s]*", re.I)
@@ -46,7 +49,7 @@ def _clean_tail(tail: str) -> str:
     tail = re.split(r"\.?\s*I hope it is correct", tail, flags=re.I)[0]
     tail = tail.strip().rstrip(".").strip().strip("$").strip().rstrip(".").strip()
     boxed = last_boxed(tail)
-    return boxed if boxed is not None else tail
+    return boxed if boxed is not None else strip_unit_words(tail)
 
 
 def extract_answer(text: str) -> str | None:

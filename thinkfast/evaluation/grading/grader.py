@@ -22,8 +22,6 @@ class Grader:
         progress: bool = False,
         context: str = "fork",
     ):
-        import math_verify  # noqa: F401  imported before forking so workers start warm
-
         self.cache = VerdictCache(cache_path)
         self.pool = TimeoutPool(workers=workers, timeout=timeout, context=context)
         self.progress = progress
