@@ -166,7 +166,7 @@ def _train_config(cfg: RunConfig, recipe: str, student_path: str, output_dir: Pa
     if recipe == "sft":
         base["loss"] = {"reverse_kl": 0.0, "ce": 1.0}
     elif heldout_path is not None:  # KL / top-1 agreement to the teacher, before and after training
-        base["heldout"] = {"path": heldout_path, "seq_len": 1024, "packing": False}
+        base["heldout"] = {"path": heldout_path, "seq_len": 512, "packing": True}
     return from_dict(TrainConfig, _deep_merge(base, overrides), where=f"students.{output_dir.parent.name}.train")
 
 

@@ -103,16 +103,17 @@ def _finish_student(student, cfg: TrainConfig):
 
 
 def heldout_batches(cfg: TrainConfig, tokenizer) -> list[dict] | None:
-    """The held-out rows fidelity is measured on (first `heldout_rows` packed rows, fixed order)."""
+    """The held-out rows fidelity is measured on: the first `heldout_rows` rows, in file order."""
     if cfg.heldout is None:
         return None
+    from thinkfast.training.packing import build_row, collate, plan_rows
+
     docs = load_documents(cfg.heldout, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    rows = min(cfg.heldout_rows, len(docs))
-    loader = PackedLoader(docs, cfg.heldout.seq_len, rows, 1, cfg.heldout.packing, False, 0, pad)
-    (batch,) = loader.next_step()
+    plan = plan_rows([len(d.input_ids) for d in docs], list(range(len(docs))), cfg.heldout.seq_len, cfg.heldout.packing)
+    rows = [build_row([docs[i] for i in row], cfg.heldout.seq_len, pad) for row in plan[: cfg.heldout_rows]]
     step = max(1, cfg.micro_batch_size)
-    return [{k: v[i : i + step] for k, v in batch.items()} for i in range(0, rows, step)]
+    return [collate(rows[i : i + step]) for i in range(0, len(rows), step)]
 
 
 def _measure(fid: FidelityLog, key: str, student, teacher, heldout, device, layers=None) -> None:
