@@ -59,6 +59,56 @@ def _to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+class NonFiniteLoss(ThinkfastError):
+    def __init__(self, loss: float):
+        super().__init__(f"non-finite loss ({loss})")
+        self.loss = loss
+
+
+@dataclass
+class StepOutput:
+    loss: float  # global token-mean loss
+    n_global: float  # positions the loss averages over, all micro-batches and processes
+    denom: float
+    stats: torch.Tensor  # [loss_sum, *term_sums, tokens], summed over processes
+    grad_norm: float
+
+
+def train_step(task, model, micro: list[dict], optimizer, scheduler, params, cfg: TrainConfig, info: DistInfo,
+               device: torch.device, autocast) -> StepOutput:
+    """One optimizer step over the micro-batches of a global step: forward, backward, clip, update.
+
+    The trainer's loop and `thinkfast bench train` both call this. Raises NonFiniteLoss before the update."""
+    counts = torch.tensor([float(sum(task.count(b) for b in micro))], device=device)
+    n_global = float(all_reduce_sum(counts, info).item())
+    denom = max(n_global, 1.0)
+    loss_sum = torch.zeros((), device=device)
+    term_sums = None
+    tokens = 0
+    for i, batch in enumerate(micro):
+        batch = _to(batch, device)
+        tokens += int(batch["valid"].sum())
+        teacher_out = task.teacher_outputs(batch)
+        with _no_sync(model, i == len(micro) - 1), autocast():
+            part, terms = model(batch, teacher_out)
+        # DDP/FSDP average gradients over processes: scale by world so the result is sum / n_global
+        (part * (info.world_size / denom)).backward()
+        loss_sum += part.detach().float()
+        term_sums = terms.detach().float() if term_sums is None else term_sums + terms.detach().float()
+    stats = all_reduce_sum(torch.cat([loss_sum[None], term_sums, torch.tensor([float(tokens)], device=device)]), info)
+    loss = float(stats[0]) / denom
+    if not torch.isfinite(stats[0]):
+        raise NonFiniteLoss(loss)
+    grad_norm = (
+        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else torch.tensor(0.0)
+    )
+    grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepOutput(loss, n_global, denom, stats, grad_norm)
+
+
 def train(
     task,
     loader,
@@ -120,37 +170,15 @@ def train(
     for step in range(start, max_steps):
         t0 = time.perf_counter()
         micro = loader.next_step()
-        counts = torch.tensor([float(sum(task.count(b) for b in micro))], device=device)
-        n_global = float(all_reduce_sum(counts, info).item())
-        denom = max(n_global, 1.0)
-        loss_sum = torch.zeros((), device=device)
-        term_sums = None
-        tokens = 0
-        for i, batch in enumerate(micro):
-            batch = _to(batch, device)
-            tokens += int(batch["valid"].sum())
-            teacher_out = task.teacher_outputs(batch)
-            with _no_sync(model, i == len(micro) - 1), autocast():
-                part, terms = model(batch, teacher_out)
-            # DDP/FSDP average gradients over processes: scale by world so the result is sum / n_global
-            (part * (info.world_size / denom)).backward()
-            loss_sum += part.detach().float()
-            term_sums = terms.detach().float() if term_sums is None else term_sums + terms.detach().float()
-        stats = all_reduce_sum(torch.cat([loss_sum[None], term_sums, torch.tensor([float(tokens)], device=device)]), info)
-        loss = float(stats[0]) / denom
-        if not torch.isfinite(stats[0]):
+        try:
+            out = train_step(task, model, micro, optimizer, scheduler, params, cfg, info, device, autocast)
+        except NonFiniteLoss as err:
             raise ThinkfastError(
-                f"non-finite loss ({loss}) at step {step + 1}: training stopped before the update, and the last "
+                f"non-finite loss ({err.loss}) at step {step + 1}: training stopped before the update, and the last "
                 f"checkpoint in {output_dir} is intact. Lower optim.lr, raise optim.warmup, check the data, or "
                 "train with dtype=fp32"
-            )
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else torch.tensor(0.0)
-        )
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+            ) from None
+        loss, n_global, denom, stats, grad_norm = out.loss, out.n_global, out.denom, out.stats, out.grad_norm
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         dt = time.perf_counter() - t0
