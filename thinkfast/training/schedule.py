@@ -36,10 +36,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, cfg: Opt
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, cfg))
 
 
-def build_optimizer(params, cfg: OptimConfig, lr: float | None = None) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on 1-d tensors (norm weights, biases, A_log, D) as is customary."""
+def build_optimizer(params, cfg: OptimConfig, lr: float | None = None, fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on 1-d tensors (norm weights, biases, A_log, D) as is customary.
+
+    fused: PyTorch's single-kernel AdamW (same update rule; it also accepts the `found_inf` flag the
+    trainer uses to skip a non-finite step without a host sync)."""
     params = [p for p in params if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr or cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    return torch.optim.AdamW(groups, lr=lr or cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
