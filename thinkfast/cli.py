@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "thinkfast.commands.bench_kernels",
     "thinkfast.commands.generate",
     "thinkfast.commands.bench_speed",
+    "thinkfast.commands.bench_train",
     "thinkfast.commands.train",
     "thinkfast.commands.grpo",
 ]

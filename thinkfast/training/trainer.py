@@ -163,6 +163,15 @@ class _InFlight:
         return self.host.tolist()
 
 
+def optimizer_for(model, cfg: TrainConfig, info: DistInfo, lr: float, max_steps: int):
+    """The optimizer and schedule every recipe trains with (`thinkfast bench train` builds the same).
+
+    Fused AdamW: one kernel per step, and it can skip a non-finite update on the device (UpdateGuard);
+    FSDP's DTensor parameters keep the foreach implementation."""
+    optimizer = build_optimizer(model.parameters(), cfg.optim, lr, fused=not (info.enabled and cfg.distributed == "fsdp"))
+    return optimizer, build_scheduler(optimizer, max_steps, cfg.optim)
+
+
 def train(
     task,
     loader,
@@ -184,10 +193,7 @@ def train(
         )
     module = task.module.to(device)
     model = wrap(module, info, cfg.distributed, device, task.block_types)
-    # fused AdamW: one kernel per step, and it can skip a non-finite update on the device (UpdateGuard);
-    # FSDP's DTensor parameters keep the foreach implementation
-    optimizer = build_optimizer(model.parameters(), cfg.optim, lr, fused=not (info.enabled and cfg.distributed == "fsdp"))
-    scheduler = build_scheduler(optimizer, max_steps, cfg.optim)
+    optimizer, scheduler = optimizer_for(model, cfg, info, lr, max_steps)
     start = 0
     if found is not None:
         load_full_state(model, optimizer, found["model"], found["optimizer"], info)
