@@ -129,3 +129,25 @@ def test_loss_through_the_fused_kernel_matches_the_reference(monkeypatch):
         res[backend] = (total, *torch.autograd.grad(total, (h_s, w_s)))
     for a, b in zip(res["reference"], res["triton"]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_head_matmuls_on_cuda_use_fp32_outputs():
+    """On CUDA the bf16 path keeps fp32 logits (mm out_dtype) and accumulates d/dW in one GEMM (addmm beta=1)."""
+    from thinkfast.training import losses
+
+    torch.manual_seed(5)
+    h_s = torch.randn(2, 300, 256, device="cuda", requires_grad=True)
+    w_s = (0.05 * torch.randn(32000, 256, device="cuda")).requires_grad_()
+    h_t = torch.randn(2, 300, 256, device="cuda").bfloat16()
+    w_t = (0.05 * torch.randn(32000, 256, device="cuda")).bfloat16()
+    targets = torch.randint(0, 32000, (2, 300), device="cuda")
+    out = {}
+    for mm in ("fp32", "bf16"):
+        total, _, _ = token_loss_sum(h_s, w_s, targets, {"reverse_kl": 1.0, "ce": 0.1}, h_t, w_t, chunk_tokens=128,
+                                     matmul_dtype=mm)
+        out[mm] = (total, *torch.autograd.grad(total, (h_s, w_s)))
+    assert losses._MM_OUT_DTYPE.get("cuda") is True
+    assert losses._ADDMM_INPLACE.get("cuda") is True
+    for ref, got in zip(out["fp32"], out["bf16"]):
+        assert ((got.double() - ref.double()).norm() / ref.double().norm()).item() < 1e-2

@@ -53,6 +53,35 @@ def _mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a @ b).float()
 
 
+_ADDMM_INPLACE: dict[str, bool] = {}  # device type -> addmm(acc, a, b, out_dtype=fp32, out=acc) accumulates correctly
+
+
+def _inplace_addmm_ok(acc: torch.Tensor, a: torch.Tensor) -> bool:
+    """Probe once per device type, on small tensors, that the fp32-output addmm accumulates into its input."""
+    kind = acc.device.type
+    if kind not in _ADDMM_INPLACE:
+        try:
+            x = torch.randn(24, 40, device=acc.device).to(a.dtype)
+            y = torch.randn(40, 16, device=acc.device).to(a.dtype)
+            base = torch.randn(24, 16, device=acc.device)
+            want = base + torch.mm(x, y, out_dtype=torch.float32)
+            got = base.clone()
+            torch.addmm(got, x, y, out_dtype=torch.float32, out=got)
+            _ADDMM_INPLACE[kind] = bool(torch.allclose(got, want, rtol=1e-4, atol=1e-4))
+        except (RuntimeError, TypeError, NotImplementedError):
+            _ADDMM_INPLACE[kind] = False
+    return _ADDMM_INPLACE[kind]
+
+
+def _accumulate_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """acc += a @ b (acc fp32).  Low-precision inputs: one GEMM with beta = 1 where PyTorch allows it (no
+    temporary (V, d) product and no separate add pass)."""
+    if a.dtype != torch.float32 and _inplace_addmm_ok(acc, a):
+        torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
+    else:
+        acc += _mm_f32(a, b)
+
+
 def resolve_matmul_dtype(name: str, device_type: str) -> torch.dtype:
     """`loss.matmul_dtype` -> dtype.  auto: bf16 inside a bf16 autocast region (the CUDA default), else fp32."""
     if name == "fp32":
@@ -96,7 +125,7 @@ class ChunkedTokenLoss(torch.autograd.Function):
             if need_h:
                 grad_h[sl] = _mm_f32(g, w_mm)
             if need_w:
-                grad_w += _mm_f32(g.T, hs)
+                _accumulate_mm(grad_w, g.T, hs)
             del g
         ctx.save_for_backward(*(x for x in (grad_h, grad_w) if x is not None))
         ctx.has = (need_h, need_w)
