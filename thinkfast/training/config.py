@@ -132,6 +132,7 @@ class TrainConfig:
     teacher_dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     device: str = "auto"
     activation_checkpointing: bool = False
+    compile: bool = False  # torch.compile the student's decoder-block glue (norms, residual adds, MLP); mixers stay eager
     save_every: int = 500  # steps between checkpoints (0: only the final one)
     log_every: int = 1
     distributed: str = "ddp"  # ddp | fsdp (only used under torchrun with >1 process)
