@@ -85,7 +85,7 @@ SHAPES = {
 ALIASES = {"0.5b": "qwen-0.5b", "1b": "llama-1b", "3b": "llama-3b"}
 
 FULL = {"warmup": 2, "steps": 5, "rows": 8, "seq_len": 2048, "time_budget_s": None}
-QUICK = {"warmup": 1, "steps": 2, "rows": 8, "seq_len": 2048, "time_budget_s": 200.0}
+QUICK = {"warmup": 1, "steps": 2, "rows": 8, "seq_len": 2048, "time_budget_s": 170.0}
 
 
 def resolve_shapes(names: list[str]) -> list[str]:
@@ -389,6 +389,7 @@ def run_train_bench(out_dir: str, shapes: list[str], recipes: list[str], quick: 
         results["triton"] = triton.__version__
     except ImportError:
         pass
+    results["backends"] = _backends(device)
     _write(results, out)
 
     def over_budget() -> bool:
@@ -449,6 +450,22 @@ def run_train_bench(out_dir: str, shapes: list[str], recipes: list[str], quick: 
     return results
 
 
+def _backends(device: torch.device) -> dict:
+    """Which kernels the steps run: Triton (scan, conv, loss), fla (discrete Mamba-2) and its backward."""
+    from thinkfast.ops import dispatch
+
+    out = {"triton": dispatch.triton_available(), "fla": dispatch.fla_available(),
+           "forced_reference": dispatch.use_reference()}
+    if device.type == "cuda" and out["fla"]:
+        try:
+            from thinkfast.ops.triton.ssd_fla import fla_backward_ok
+
+            out["fla_backward"] = fla_backward_ok(device)  # False: the slow reference-recompute backward runs
+        except Exception as err:  # noqa: BLE001
+            out["fla_backward"] = repr(err)[:200]
+    return out
+
+
 def _student(shape: TrainShape, kind: str, device: torch.device, cfg):
     """As recipes.py: fp32 master weights, then `_finish_student` (activation checkpointing, fp32 SSM params)."""
     from thinkfast.training.recipes import _finish_student
@@ -479,7 +496,8 @@ def markdown(results: dict) -> str:
         f"torch {results['torch']}, triton {results.get('triton', '—')}; measured {results['matmul_probe']['matmul_dtype']} "
         f"matmul rate {results['measured_matmul_flops'] / 1e12:.3g} TFLOP/s (the MFU denominator). "
         f"Rows of {results['config']['seq_len']} packed tokens, {results['config']['rows']} per step; "
-        f"MFU counts {results['mfu_convention']}.",
+        f"MFU counts {results['mfu_convention']}.  Kernels: {results.get('backends', {})}; overrides "
+        f"{results['config'].get('overrides') or 'none'}.",
         "",
         "| shape | recipe | tokens/s | MFU | step ms | peak GB | micro x accum | GFLOP/token (student + teacher) | note |",
         "|---|---|---:|---:|---:|---:|---|---|---|",
