@@ -127,7 +127,9 @@ def train_step(task, model, micro: list[dict], optimizer, scheduler, params, cfg
     if info.enabled:
         stats[-1] = n_global
     grad_norm = (
-        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip > 0 else torch.zeros(())
+        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+        if cfg.optim.grad_clip > 0
+        else torch.zeros((), device=device)
     )
     grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
     skipped = guard.step(optimizer, stats[0])
