@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import tiny_config
+from _training_util import tiny_config
 from thinkfast.config import load_config
 from thinkfast.errors import ThinkfastError
 from thinkfast.training import trainer

@@ -431,10 +431,9 @@ def run_train_bench(out_dir: str, shapes: list[str], recipes: list[str], quick: 
                     record = bench_step(recipe, shape_name, student, teacher if recipe != "sft" else None, batch,
                                         doc_lengths, rmicro, device, cfg["warmup"], cfg["steps"], peak["matmul_flops"],
                                         train_config(recipe, overrides))
-                except Exception as err:  # noqa: BLE001
-                    if not _is_oom(err):
-                        raise
-                    record = {"recipe": recipe, "shape": shape_name, "oom": True, "error": str(err)[:300]}
+                except Exception as err:  # noqa: BLE001  (recorded: one failing recipe must not lose the others)
+                    log.exception("%s %s failed", shape_name, recipe)
+                    record = {"recipe": recipe, "shape": shape_name, "oom": _is_oom(err), "error": repr(err)[:500]}
                 record["wall_s"] = round(time.perf_counter() - t0, 1)
                 results["records"].append(record)
                 if "tokens_per_s" in record:

@@ -47,4 +47,7 @@ def run(args) -> int:
                               scan=not args.no_scan, overrides=args.overrides)
     print(open(f"{args.out}/bench_train.md").read())
     print(f"wrote {args.out}/bench_train.json and bench_train.md in {results['elapsed_s']:.0f}s")
-    return 0
+    failed = [f"{r['shape']} {r.get('recipe', r.get('kernel'))}" for r in results["records"] if r.get("error") and not r.get("oom")]
+    if failed:
+        print(f"failed (see the records' error fields): {', '.join(failed)}")
+    return 1 if failed else 0
