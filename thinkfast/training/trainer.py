@@ -300,6 +300,7 @@ def train(
             pending = None
         if saving:
             save(step + 1)
+            last_done = time.perf_counter()  # the next step's time excludes the checkpoint write, as before
     bar.close()
     log.close()
     if start < max_steps:
