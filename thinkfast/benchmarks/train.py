@@ -85,7 +85,7 @@ SHAPES = {
 ALIASES = {"0.5b": "qwen-0.5b", "1b": "llama-1b", "3b": "llama-3b"}
 
 FULL = {"warmup": 2, "steps": 5, "rows": 8, "seq_len": 2048, "time_budget_s": None}
-QUICK = {"warmup": 1, "steps": 2, "rows": 8, "seq_len": 2048, "time_budget_s": 170.0}
+QUICK = {"warmup": 1, "steps": 2, "rows": 8, "seq_len": 2048, "time_budget_s": 150.0}
 
 
 def resolve_shapes(names: list[str]) -> list[str]:

@@ -14,7 +14,7 @@ def register(subparsers) -> None:
                     "the trainer's train_step.  See docs/training.md, 'Training throughput'.")
     p.add_argument("--out", required=True, help="directory for bench_train.json and bench_train.md")
     p.add_argument("--quick", action="store_true",
-                   help="1 warm-up + 2 timed steps per recipe and a 170 s budget (recipes not started by then are "
+                   help="1 warm-up + 2 timed steps per recipe and a 150 s budget (recipes not started by then are "
                         "recorded as skipped)")
     p.add_argument("--shapes", default="qwen-0.5b,llama-1b,llama-3b",
                    help="comma list of: qwen-0.5b (0.5b), llama-1b (1b), llama-3b (3b), tiny (CPU smoke test)")
