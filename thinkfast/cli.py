@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "thinkfast.commands.bench_speed",
     "thinkfast.commands.bench_mohawk",
     "thinkfast.commands.bench_grading",
+    "thinkfast.commands.bench_train",
     "thinkfast.commands.train",
     "thinkfast.commands.grpo",
 ]

@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from conftest import make_records, tiny_config, write_jsonl
+from _training_util import make_records, tiny_config, write_jsonl
 from thinkfast.cli import main
 from thinkfast.commands.train import load_train_config, resolve_config_path
 from thinkfast.config import load_config

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import make_records, make_teacher, make_tokenizer
+from _training_util import make_records, make_teacher, make_tokenizer
 from thinkfast.convert import convert
 from thinkfast.errors import ThinkfastError
 from thinkfast.training.config import DataConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config
+from _training_util import tiny_config
 
 HERE = Path(__file__).parent
 # fp32 on CPU: the only difference is the order of the cross-process gradient sum

@@ -83,3 +83,71 @@ def test_loss_stays_fp32_inside_bf16_autocast():
         got, _, _ = token_loss_sum(h_s, w_s, targets, {"reverse_kl": 1.0}, h_t, w_t)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("weights,T", [({"reverse_kl": 1.0}, 1.0), ({"forward_kl": 1.0, "ce": 0.5}, 2.0), ({"ce": 1.0}, 1.0)])
+def test_bf16_head_matmuls_match_fp32_within_bf16_rounding(weights, T):
+    """loss.matmul_dtype=bf16: the four LM-head matmuls take bf16 inputs (fp32 softmax and accumulation)."""
+    torch.manual_seed(3)
+    b, L, d, V = 2, 9, 32, 50
+    h_s = torch.randn(b, L, d, requires_grad=True)
+    w_s = (0.3 * torch.randn(V, d)).requires_grad_()
+    h_t, w_t = torch.randn(b, L, d).bfloat16(), (0.3 * torch.randn(V, d)).bfloat16()  # a bf16 teacher, as on CUDA
+    targets = torch.randint(0, V, (b, L))
+    targets[0, :2] = -100
+    out = {}
+    for mm in ("fp32", "bf16"):
+        total, _, sums = token_loss_sum(h_s, w_s, targets, weights, h_t, w_t, temperature=T, chunk_tokens=4,
+                                        matmul_dtype=mm)
+        out[mm] = (total, *torch.autograd.grad(total, (h_s, w_s)))
+    for ref, got in zip(out["fp32"], out["bf16"]):
+        err = ((got.double() - ref.double()).norm() / ref.double().norm()).item()
+        assert err < 2e-2, err  # bf16 inputs: ~3 significant digits
+
+
+def test_auto_matmul_dtype_follows_autocast():
+    from thinkfast.training.losses import resolve_matmul_dtype
+
+    assert resolve_matmul_dtype("auto", "cpu") == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert resolve_matmul_dtype("auto", "cpu") == torch.bfloat16
+    assert resolve_matmul_dtype("fp32", "cpu") == torch.float32
+
+
+@pytest.mark.triton
+def test_loss_through_the_fused_kernel_matches_the_reference(monkeypatch):
+    """The CUDA path (Triton chunk kernel) forced on the CPU interpreter: same loss and gradients."""
+    torch.manual_seed(4)
+    h_s, w_s = torch.randn(1, 7, 8, requires_grad=True), torch.randn(13, 8, requires_grad=True)
+    h_t, w_t = torch.randn(1, 7, 8), torch.randn(13, 8)
+    targets = torch.randint(0, 13, (1, 7))
+    weights = {"reverse_kl": 0.6, "forward_kl": 0.3, "ce": 0.2}
+    res = {}
+    for backend in ("reference", "triton"):
+        monkeypatch.setenv("THINKFAST_KERNELS", backend)
+        total, _, _ = token_loss_sum(h_s, w_s, targets, weights, h_t, w_t, temperature=1.5, chunk_tokens=3)
+        res[backend] = (total, *torch.autograd.grad(total, (h_s, w_s)))
+    for a, b in zip(res["reference"], res["triton"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_head_matmuls_on_cuda_use_fp32_outputs():
+    """On CUDA the bf16 path keeps fp32 logits (mm out_dtype) and accumulates d/dW in one GEMM (addmm beta=1)."""
+    from thinkfast.training import losses
+
+    torch.manual_seed(5)
+    h_s = torch.randn(2, 300, 256, device="cuda", requires_grad=True)
+    w_s = (0.05 * torch.randn(32000, 256, device="cuda")).requires_grad_()
+    h_t = torch.randn(2, 300, 256, device="cuda").bfloat16()
+    w_t = (0.05 * torch.randn(32000, 256, device="cuda")).bfloat16()
+    targets = torch.randint(0, 32000, (2, 300), device="cuda")
+    out = {}
+    for mm in ("fp32", "bf16"):
+        total, _, _ = token_loss_sum(h_s, w_s, targets, {"reverse_kl": 1.0, "ce": 0.1}, h_t, w_t, chunk_tokens=128,
+                                     matmul_dtype=mm)
+        out[mm] = (total, *torch.autograd.grad(total, (h_s, w_s)))
+    assert losses._MM_OUT_DTYPE.get("cuda") is True
+    assert losses._ADDMM_INPLACE.get("cuda") is True
+    for ref, got in zip(out["fp32"], out["bf16"]):
+        assert ((got.double() - ref.double()).norm() / ref.double().norm()).item() < 1e-2

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_config
+from _training_util import tiny_config
 from thinkfast.config import load_config
 from thinkfast.errors import ThinkfastError
 from thinkfast.training.config import TrainConfig

@@ -36,6 +36,32 @@ MIXER_CLASSES = {
 }
 
 
+def _norm_glue(h, weight, eps: float):
+    """RMSNorm.forward's arithmetic, as a function of tensors (compiled once for every layer)."""
+    dtype = h.dtype
+    xf = h.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(dtype)
+
+
+def _residual_mlp_glue(h, m, norm_weight, eps: float, w_gate, b_gate, w_up, b_up, w_down, b_down):
+    """h + m, then + GatedMLP(RMSNorm(h + m)): DecoderLayer.forward after the mixer."""
+    h = h + m
+    x = _norm_glue(h, norm_weight, eps)
+    return h + F.linear(F.silu(F.linear(x, w_gate, b_gate)) * F.linear(x, w_up, b_up), w_down, b_down)
+
+
+_GLUE = {"norm": _norm_glue, "residual_mlp": _residual_mlp_glue}
+_COMPILED: dict = {}
+COMPILE_OPTIONS: dict = {"dynamic": False}  # tests may pick another backend
+
+
+def _compiled(name: str):
+    if name not in _COMPILED:
+        _COMPILED[name] = torch.compile(_GLUE[name], **COMPILE_OPTIONS)
+    return _COMPILED[name]
+
+
 class DecoderLayer(nn.Module):
     def __init__(self, config: ThinkfastConfig, index: int):
         super().__init__()
@@ -45,9 +71,22 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = GatedMLP(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
 
+    compiled_glue = False  # set by ThinkfastForCausalLM.compile_glue (training's `compile: true`)
+
     def forward(self, h: torch.Tensor, seq: SequenceInfo, state=None, slots=None) -> torch.Tensor:
+        if self.compiled_glue and state is None:
+            return self._forward_compiled_glue(h, seq)
         h = h + self.mixer(self.input_layernorm(h), seq, state, slots)
         return h + self.mlp(self.post_attention_layernorm(h))
+
+    def _forward_compiled_glue(self, h: torch.Tensor, seq: SequenceInfo) -> torch.Tensor:
+        """The same arithmetic with the glue in two torch.compile'd regions (the mixer stays eager: its Triton
+        kernels are already fused): the first norm, then residual add + second norm + MLP + residual add."""
+        n1, n2, mlp = self.input_layernorm, self.post_attention_layernorm, self.mlp
+        x = _compiled("norm")(h, n1.weight, n1.eps)
+        m = self.mixer(x, seq)
+        return _compiled("residual_mlp")(h, m, n2.weight, n2.eps, mlp.gate_proj.weight, mlp.gate_proj.bias,
+                                          mlp.up_proj.weight, mlp.up_proj.bias, mlp.down_proj.weight, mlp.down_proj.bias)
 
     def step(self, h: torch.Tensor, positions: torch.Tensor, state, slots) -> torch.Tensor:
         # same arithmetic as forward; on GPU each norm (with the residual add before it) and the
@@ -190,6 +229,13 @@ class ThinkfastForCausalLM(PreTrainedModel, GenerationMixin):
         return self.logits(dispatch.add_rms_norm(h, None, norm.weight, norm.eps)[1])
 
     # --------------------------------------------------------------- helpers
+    def compile_glue(self, enabled: bool = True) -> "ThinkfastForCausalLM":
+        """torch.compile each decoder block's norms, residual adds and MLP in the full pass (training);
+        mixers, prefill and decode steps are unchanged."""
+        for layer in self.model.layers:
+            layer.compiled_glue = enabled
+        return self
+
     def cast_ssm_params_fp32(self) -> "ThinkfastForCausalLM":
         """After `.to(bfloat16)`: put A_log, D, dt/a/z biases and conv state params back to fp32."""
         for module in self.modules():

@@ -201,6 +201,23 @@ def ssd_step(state, x, g, B, C, state_indices=None, *, backend: str | None = Non
     return ref.ssd_step_ref(state, x, g, B, C, state_indices)
 
 
+def token_loss_chunk(s, t, y, weights, temperature, need_grad, grad_dtype=torch.float32, *,
+                     backend: str | None = None):
+    """Token-loss terms of a chunk of positions from fp32 logits: (sums (3,), d(weighted sum)/ds in grad_dtype
+    or None).  The kernel reads each logit row twice; the reference makes ~30 passes."""
+    def ok():
+        from thinkfast.ops.triton.token_loss import supported
+
+        return supported(s, t)
+
+    if _pick(backend, (s, t, y), ok, "token_loss_chunk"):
+        from thinkfast.ops.triton.token_loss import token_loss_chunk as kernel
+
+        return kernel(s, t, y, weights, temperature, need_grad, grad_dtype)
+    sums, grad = ref.token_loss_chunk_ref(s, t, y, weights, temperature, need_grad)
+    return sums, (grad.to(grad_dtype) if grad is not None else None)
+
+
 # Attention entries exist on main (model work); kept here verbatim so the merge is trivial.
 def attention(*args, **kwargs):
     return ref.attention_ref(*args, **kwargs)

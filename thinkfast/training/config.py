@@ -50,6 +50,9 @@ class LossConfig:
     ce: float = 0.0
     temperature: float = 1.0
     chunk_tokens: int = 1024  # positions per chunk: chunk x vocab logits exist at a time
+    # inputs of the LM-head matmuls inside the loss (logits, d/dh, d/dW; accumulation and softmax stay fp32):
+    # auto = bf16 inside bf16 autocast (CUDA default), else fp32 | fp32 | bf16
+    matmul_dtype: str = "auto"
 
     def terms(self) -> dict[str, float]:
         return {name: w for name, w in ((t, getattr(self, t)) for t in LOSS_TERMS) if w != 0.0}
@@ -63,6 +66,8 @@ class LossConfig:
             raise ThinkfastError(f"loss.temperature must be > 0, got {self.temperature}")
         if self.chunk_tokens < 1:
             raise ThinkfastError("loss.chunk_tokens must be >= 1")
+        if self.matmul_dtype not in ("auto", "fp32", "bf16"):
+            raise ThinkfastError(f"loss.matmul_dtype {self.matmul_dtype!r} must be auto, fp32 or bf16")
 
 
 @dataclass
@@ -157,6 +162,7 @@ class TrainConfig:
     teacher_dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     device: str = "auto"
     activation_checkpointing: bool = False
+    compile: bool = False  # torch.compile the student's decoder-block glue (norms, residual adds, MLP); mixers stay eager
     save_every: int = 500  # steps between checkpoints (0: only the final one)
     log_every: int = 1
     distributed: str = "ddp"  # ddp | fsdp (only used under torchrun with >1 process)

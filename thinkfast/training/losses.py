@@ -1,9 +1,15 @@
-"""Token-level distillation / SFT losses, chunked over positions, fp32 (SPEC 3.2).
+"""Token-level distillation / SFT losses, chunked over positions, fp32 softmax (SPEC 3.2).
 
 Inputs are hidden states and LM-head weights, not logits: a chunk of `chunk_tokens`
 positions is projected to the vocabulary, its loss and its gradient w.r.t. the student
 logits are computed in closed form, and the logits are dropped before the next chunk.
 So (positions x vocab) never exists whole, in the forward or the backward pass.
+
+The four LM-head matmuls per chunk (student and teacher logits, d/dh and d/dW) run in
+`matmul_dtype`: fp32, or bf16 inputs with fp32 accumulation and fp32 logits (on CUDA, the
+default inside bf16 autocast: fp32 matmuls run without tensor cores, and at a 152k vocabulary
+they were most of a distillation step).  The softmax / KL / CE arithmetic is fp32 either way,
+fused into one kernel per chunk on CUDA (`dispatch.token_loss_chunk`).
 
 Per position, with p = softmax(s / T) (student), q = softmax(t / T) (teacher):
     reverse_kl = sum_v p (log p - log q)        d/ds = p (log p - log q - KL) / T
@@ -19,71 +25,108 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from thinkfast.ops import dispatch
+from thinkfast.ops.reference.token_loss import token_loss_chunk_ref
 from thinkfast.training.data import IGNORE
 
 TERMS = ("reverse_kl", "forward_kl", "ce")
 
 
-def _chunk_terms(s: torch.Tensor, t: torch.Tensor | None, y: torch.Tensor, weights, temperature: float, need_grad: bool):
-    """s, t: (c, V) fp32 logits; y: (c,).  Returns per-term sums (3,) and d(weighted sum)/ds (c, V) or None."""
-    w_rkl, w_fkl, w_ce = weights
-    sums = torch.zeros(3, dtype=torch.float32, device=s.device)
-    grad = torch.zeros_like(s) if need_grad else None
-    if w_rkl or w_fkl:
-        logp = torch.log_softmax(s / temperature, dim=-1)
-        logq = torch.log_softmax(t / temperature, dim=-1)
-        p = logp.exp()
-        if w_rkl:
-            diff = logp - logq
-            rkl = (p * diff).sum(-1)  # (c,)
-            sums[0] = rkl.sum()
-            if need_grad:
-                grad += (w_rkl / temperature) * p * (diff - rkl[:, None])
-        if w_fkl:
-            q = logq.exp()
-            sums[1] = (q * (logq - logp)).sum()
-            if need_grad:
-                grad += (w_fkl / temperature) * (p - q)
-    if w_ce:
-        logp1 = torch.log_softmax(s, dim=-1)
-        sums[2] = -logp1.gather(-1, y[:, None]).sum()
-        if need_grad:
-            g = logp1.exp()
-            g[torch.arange(len(y), device=y.device), y] -= 1.0
-            grad += w_ce * g
-    return sums, grad
+_chunk_terms = token_loss_chunk_ref  # the per-chunk math (reference); kept under its old name
+
+_MM_OUT_DTYPE: dict[str, bool] = {}  # device type -> torch.mm(..., out_dtype=float32) works for low-precision inputs
+
+
+def _mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b as fp32: fp32 inputs as they are; bf16 inputs accumulate in fp32 and, where PyTorch offers
+    `out_dtype` (CUDA), come out in fp32 without a bf16 rounding of the result."""
+    if a.dtype == torch.float32:
+        return a @ b
+    kind = a.device.type
+    if _MM_OUT_DTYPE.get(kind, True):
+        try:
+            out = torch.mm(a, b, out_dtype=torch.float32)
+            _MM_OUT_DTYPE[kind] = True
+            return out
+        except (RuntimeError, TypeError, NotImplementedError):
+            _MM_OUT_DTYPE[kind] = False
+    return (a @ b).float()
+
+
+_ADDMM_INPLACE: dict[str, bool] = {}  # device type -> addmm(acc, a, b, out_dtype=fp32, out=acc) accumulates correctly
+
+
+def _inplace_addmm_ok(acc: torch.Tensor, a: torch.Tensor) -> bool:
+    """Probe once per device type, on small tensors, that the fp32-output addmm accumulates into its input."""
+    kind = acc.device.type
+    if kind not in _ADDMM_INPLACE:
+        try:
+            x = torch.randn(24, 40, device=acc.device).to(a.dtype)
+            y = torch.randn(40, 16, device=acc.device).to(a.dtype)
+            base = torch.randn(24, 16, device=acc.device)
+            want = base + torch.mm(x, y, out_dtype=torch.float32)
+            got = base.clone()
+            torch.addmm(got, x, y, out_dtype=torch.float32, out=got)
+            _ADDMM_INPLACE[kind] = bool(torch.allclose(got, want, rtol=1e-4, atol=1e-4))
+        except (RuntimeError, TypeError, NotImplementedError):
+            _ADDMM_INPLACE[kind] = False
+    return _ADDMM_INPLACE[kind]
+
+
+def _accumulate_mm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """acc += a @ b (acc fp32).  Low-precision inputs: one GEMM with beta = 1 where PyTorch allows it (no
+    temporary (V, d) product and no separate add pass)."""
+    if a.dtype != torch.float32 and _inplace_addmm_ok(acc, a):
+        torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
+    else:
+        acc += _mm_f32(a, b)
+
+
+def resolve_matmul_dtype(name: str, device_type: str) -> torch.dtype:
+    """`loss.matmul_dtype` -> dtype.  auto: bf16 inside a bf16 autocast region (the CUDA default), else fp32."""
+    if name == "fp32":
+        return torch.float32
+    if name == "bf16":
+        return torch.bfloat16
+    if name != "auto":
+        raise ValueError(f"matmul_dtype must be auto, fp32 or bf16, got {name!r}")
+    if torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.bfloat16:
+        return torch.bfloat16
+    return torch.float32
 
 
 class ChunkedTokenLoss(torch.autograd.Function):
     """Weighted sum over positions of the token losses; gradients computed chunk by chunk in forward."""
 
     @staticmethod
-    def forward(ctx, h_s, w_s, h_t, w_t, targets, weights, temperature, chunk_tokens):
+    def forward(ctx, h_s, w_s, h_t, w_t, targets, weights, temperature, chunk_tokens, mm_dtype=torch.float32):
         # h_s (N, d) student final hidden; w_s (V, d) student head; h_t (N, d_t) / w_t (V, d_t) teacher or None
         with torch.autocast(h_s.device.type, enabled=False):  # fp32 logits even inside a bf16 autocast region
-            return ChunkedTokenLoss._forward(ctx, h_s, w_s, h_t, w_t, targets, weights, temperature, chunk_tokens)
+            return ChunkedTokenLoss._forward(ctx, h_s, w_s, h_t, w_t, targets, weights, temperature, chunk_tokens,
+                                             mm_dtype)
 
     @staticmethod
-    def _forward(ctx, h_s, w_s, h_t, w_t, targets, weights, temperature, chunk_tokens):
+    def _forward(ctx, h_s, w_s, h_t, w_t, targets, weights, temperature, chunk_tokens, mm_dtype):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need = need_h or need_w
-        w32 = w_s.float()
-        wt32 = w_t.float() if w_t is not None else None
+        w_mm = w_s.to(mm_dtype)  # once per call: the head in the matmul dtype (a no-op when it already is)
+        wt_mm = w_t.to(mm_dtype) if w_t is not None else None
         sums = torch.zeros(3, dtype=torch.float32, device=h_s.device)
         grad_h = torch.zeros(h_s.shape, dtype=torch.float32, device=h_s.device) if need_h else None
         grad_w = torch.zeros(w_s.shape, dtype=torch.float32, device=w_s.device) if need_w else None
         for start in range(0, h_s.shape[0], chunk_tokens):
             sl = slice(start, start + chunk_tokens)
-            hs = h_s[sl].float()
-            s = hs @ w32.T  # (c, V)
-            t = h_t[sl].float() @ wt32.T if h_t is not None else None
-            part, g = _chunk_terms(s, t, targets[sl], weights, temperature, need)
+            hs = h_s[sl].to(mm_dtype)
+            s = _mm_f32(hs, w_mm.T)  # (c, V) fp32
+            t = _mm_f32(h_t[sl].to(mm_dtype), wt_mm.T) if h_t is not None else None
+            part, g = dispatch.token_loss_chunk(s, t, targets[sl], weights, temperature, need, grad_dtype=mm_dtype)
+            del s, t
             sums += part
             if need_h:
-                grad_h[sl] = g @ w32
+                grad_h[sl] = _mm_f32(g, w_mm)
             if need_w:
-                grad_w += g.T @ hs
-            del s, t, g
+                _accumulate_mm(grad_w, g.T, hs)
+            del g
         ctx.save_for_backward(*(x for x in (grad_h, grad_w) if x is not None))
         ctx.has = (need_h, need_w)
         ctx.dtypes = (h_s.dtype, w_s.dtype)
@@ -99,7 +142,7 @@ class ChunkedTokenLoss(torch.autograd.Function):
         gw = saved.pop(0) * grad_total if need_w else None
         gh = gh.to(ctx.dtypes[0]) if gh is not None else None
         gw = gw.to(ctx.dtypes[1]) if gw is not None else None
-        return gh, gw, None, None, None, None, None, None
+        return gh, gw, None, None, None, None, None, None, None
 
 
 def token_loss_sum(
@@ -111,6 +154,7 @@ def token_loss_sum(
     teacher_head: torch.Tensor | None = None,  # (V, d_t)
     temperature: float = 1.0,
     chunk_tokens: int = 1024,
+    matmul_dtype: str = "fp32",  # fp32 | bf16 | auto (bf16 inside bf16 autocast): the LM-head matmuls' inputs
 ):
     """-> (weighted loss sum, number of positions, per-term sums {name: tensor})."""
     w = tuple(float(weights.get(name, 0.0)) for name in TERMS)
@@ -121,7 +165,9 @@ def token_loss_sum(
     y = targets[mask]
     h_t = teacher_hidden[mask] if teacher_hidden is not None and (w[0] or w[1]) else None
     w_t = teacher_head if h_t is not None else None
-    total, sums = ChunkedTokenLoss.apply(h_s, student_head, h_t, w_t, y, w, float(temperature), int(chunk_tokens))
+    mm_dtype = resolve_matmul_dtype(matmul_dtype, student_hidden.device.type)
+    total, sums = ChunkedTokenLoss.apply(h_s, student_head, h_t, w_t, y, w, float(temperature), int(chunk_tokens),
+                                         mm_dtype)
     return total, int(mask.sum()), {name: sums[i] for i, name in enumerate(TERMS) if w[i]}
 
 

@@ -98,6 +98,7 @@ def _prepare(cfg: TrainConfig):
 
 def _finish_student(student, cfg: TrainConfig):
     student.activation_checkpointing = cfg.activation_checkpointing
+    student.compile_glue(cfg.compile)
     student.cast_ssm_params_fp32()
     return student.train()
 

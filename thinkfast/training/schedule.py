@@ -55,12 +55,15 @@ def weight_decay_applies(name: str, param: torch.Tensor) -> bool:
     return param.ndim >= 2
 
 
-def build_optimizer(params, cfg: OptimConfig, lr: float | None = None, no_decay=None) -> torch.optim.Optimizer:
+def build_optimizer(params, cfg: OptimConfig, lr: float | None = None, no_decay=None, fused: bool = False
+                    ) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters, decay only where `weight_decay_applies`.
 
     `params`: named_parameters() (name rules apply) or bare parameters (then only rank >= 2 decays).
     `no_decay(name) -> bool`: extra names to keep out of decay (MOHAWK stage 1: in_proj, whose x and z
     rows get no gradient there, so decoupled decay would be their only - unwanted - update).
+    fused: PyTorch's single-kernel AdamW (same update rule; it also accepts the `found_inf` flag the
+    trainer uses to skip a non-finite step without a host sync).
     """
     named = [(n, p) for n, p in map(_as_pair, params) if p.requires_grad]
 
@@ -74,7 +77,7 @@ def build_optimizer(params, cfg: OptimConfig, lr: float | None = None, no_decay=
     decay = [p for n, p in named if decays(n, p)]
     other = [p for n, p in named if not decays(n, p)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr or cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    return torch.optim.AdamW(groups, lr=lr or cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
 
 
 def _as_pair(item):

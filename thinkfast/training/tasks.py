@@ -48,6 +48,7 @@ class TokenLossModule(nn.Module):
             teacher_head=teacher_out["head"] if teacher_out else None,
             temperature=self.loss.temperature,
             chunk_tokens=self.loss.chunk_tokens,
+            matmul_dtype=self.loss.matmul_dtype,
         )
         return total, torch.stack([sums.get(t, torch.zeros((), device=total.device)) for t in TERMS])
 

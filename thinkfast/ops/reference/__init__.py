@@ -12,6 +12,7 @@ from thinkfast.ops.reference.mamba1_step import mamba1_fused_step_ref
 from thinkfast.ops.reference.mixer_matrix import discrete_mamba2_mixer_matrix, segment_sum
 from thinkfast.ops.reference.selective_scan import selective_scan_ref, selective_state_update_ref
 from thinkfast.ops.reference.ssd import ssd_chunked_ref, ssd_sequential_ref, ssd_step_ref
+from thinkfast.ops.reference.token_loss import token_loss_chunk_ref
 
 __all__ = [
     "add_rms_norm_ref",
@@ -30,4 +31,5 @@ __all__ = [
     "ssd_chunked_ref",
     "ssd_sequential_ref",
     "ssd_step_ref",
+    "token_loss_chunk_ref",
 ]
