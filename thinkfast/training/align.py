@@ -102,7 +102,9 @@ def layer_errors(student, teacher, batches: list[dict], layers: list[int]) -> di
     """layer -> relative L2 error sqrt(sum ||m(x)-a||^2 / sum ||a||^2) of its mixer on teacher inputs."""
     err = {i: 0.0 for i in layers}
     ref = {i: 0.0 for i in layers}
+    device = student.head_weight().device
     for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
         io = teacher_mixer_io(teacher, batch["input_ids"], batch_seq(batch), layers)
         for i in layers:
             e, r = align_loss_parts(student.model.layers[i].mixer, *io[i], batch_seq(batch), batch["valid"])
