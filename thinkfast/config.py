@@ -186,5 +186,7 @@ def load_config(cls: type[T], source: str | os.PathLike | dict | None = None, ov
 
 
 def save_config(obj: Any, path: str | os.PathLike) -> None:
-    with open(path, "w") as fh:
+    from thinkfast.storage import atomic_file
+
+    with atomic_file(path, "w") as fh:
         yaml.safe_dump(to_dict(obj), fh, sort_keys=False)
