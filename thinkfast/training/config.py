@@ -128,6 +128,7 @@ class TrainConfig:
     device: str = "auto"
     activation_checkpointing: bool = False
     save_every: int = 500  # steps between checkpoints (0: only the final one)
+    keep_checkpoint: bool = False  # keep checkpoint/ after final/ is saved (to extend the run later with --resume)
     log_every: int = 1
     distributed: str = "ddp"  # ddp | fsdp (only used under torchrun with >1 process)
     progress: bool = True

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from thinkfast import faults, storage
 from thinkfast.config import save_config
 from thinkfast.errors import ThinkfastError
 from thinkfast.training import checkpoint as ckpt
@@ -72,7 +73,30 @@ def train(
     on_step=None,  # callback(step, loss) after each optimizer step (tests use it to interrupt)
 ) -> TrainResult:
     output_dir = Path(output_dir)
+    lock = storage.FolderLock(output_dir, f"training folder {output_dir}") if info.main else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train_locked(task, loader, cfg, output_dir, max_steps, lr, info, device, resume, on_step)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(task, loader, cfg: TrainConfig, output_dir: Path, max_steps: int, lr: float, info: DistInfo,
+                  device: torch.device, resume: bool, on_step) -> TrainResult:
+    if info.main:
+        ckpt.clean(output_dir)  # temporary files of a killed save (we hold the folder's lock)
+    barrier(info)
     found = ckpt.load_checkpoint(output_dir)
+    final = output_dir / "final"
+    if found is None and storage.model_dir_complete(final):
+        if not resume:
+            raise ThinkfastError(
+                f"{output_dir} already holds a finished model ({final}): choose another output_dir, or pass "
+                "--resume to accept it as it is"
+            )
+        return TrainResult(final_dir=final)
     if found is not None and not resume:
         raise ThinkfastError(
             f"{output_dir} already holds a checkpoint (step {found['step']}): pass --resume to continue it, "
@@ -87,7 +111,7 @@ def train(
         load_full_state(model, optimizer, found["model"], found["optimizer"], info)
         scheduler.load_state_dict(found["scheduler"])
         loader.load_state_dict(found["loader"])
-        ckpt.restore_rng(output_dir, info.rank)
+        ckpt.restore_rng(found, output_dir, info.rank)
         start = int(found["step"])
     if info.main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -104,17 +128,15 @@ def train(
 
     def save(step: int) -> None:
         model_state, optim_state = full_state(model, optimizer, info)
-        ckpt.atomic_save(ckpt.rng_state(), ckpt.rng_path(output_dir, info.rank))
-        if info.main:
-            state = {
-                "step": step,
-                "model": model_state,
-                "optimizer": optim_state,
-                "scheduler": scheduler.state_dict(),
-                "loader": loader.state_dict(),
-                "world_size": info.world_size,
-            }
-            ckpt.atomic_save(state, ckpt.checkpoint_path(output_dir))
+        state = {
+            "step": step,
+            "model": model_state,
+            "optimizer": optim_state,
+            "scheduler": scheduler.state_dict(),
+            "loader": loader.state_dict(),
+            "world_size": info.world_size,
+        }
+        ckpt.save_checkpoint(output_dir, state, info)
         barrier(info)
 
     for step in range(start, max_steps):
@@ -122,6 +144,12 @@ def train(
         micro = loader.next_step()
         counts = torch.tensor([float(sum(task.count(b) for b in micro))], device=device)
         n_global = float(all_reduce_sum(counts, info).item())
+        if n_global == 0:
+            raise ThinkfastError(
+                f"step {step + 1} has no trained positions (every response in its rows was cut off by "
+                f"data.seq_len={cfg.data.seq_len}, or its examples have no assistant turn): it would report loss "
+                "0 and learn nothing. Raise data.seq_len or remove those examples"
+            )
         denom = max(n_global, 1.0)
         loss_sum = torch.zeros((), device=device)
         term_sums = None
@@ -181,6 +209,7 @@ def train(
             save(step + 1)
         if on_step is not None:
             on_step(step + 1, loss)
+        faults.point("train-step", str(step + 1))
     bar.close()
     log.close()
     if start < max_steps:
@@ -190,8 +219,10 @@ def train(
         result.peak_memory_gb = torch.cuda.max_memory_allocated(device) / 2**30
     model_state, _ = full_state(model, optimizer, info) if info.enabled else (module.state_dict(), None)
     if info.main:
-        final = output_dir / "final"
-        task.save_final(final, model_state)
+        with storage.atomic_dir(final) as tmp:  # final/ appears whole or not at all: it is the done marker
+            task.save_final(tmp, model_state)
+        if not cfg.keep_checkpoint:
+            ckpt.discard(output_dir)
         result.final_dir = final
     barrier(info)
     return result
