@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from thinkfast import storage
 from thinkfast.config import from_dict
 from thinkfast.errors import ThinkfastError
 from thinkfast.pipeline.config import RunConfig
@@ -94,7 +95,7 @@ def _kd_prompts(cfg: RunConfig, path: Path) -> int:
             rows += [{"question": p.question, "answer": p.gold} for p in gsm.problems]
         except ThinkfastError as err:
             print(f"  note: no GSM8K train problems for the KD data ({err}); using synthetic problems only")
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    storage.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     return len(rows)
 
 
@@ -111,7 +112,7 @@ def stage_kd_data(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
     generate_kd_data(cfg.teacher, str(prompts), str(kd), params, DataConfig(path=str(prompts)),
                      batch_size=cfg.kd_data.batch_size, keep_truncated=cfg.kd_data.keep_truncated,
                      device=str(_device(cfg)))
-    rows = [json.loads(line) for line in kd.read_text().splitlines() if line.strip()]
+    rows = storage.read_jsonl(kd)
     if not rows:
         raise ThinkfastError(
             "the teacher finished no answer within kd_data.max_new_tokens: raise it, or set kd_data.keep_truncated"
@@ -148,15 +149,15 @@ def _final_dir(recipe: str, output_dir: Path, train_cfg) -> Path:
 
 def _train_one(cfg: RunConfig, paths: RunPaths, recipe: str, student_path: Path, output_dir: Path, overrides: dict,
                data_path: Path) -> dict:
-    from thinkfast.training.checkpoint import load_checkpoint
+    from thinkfast.training.checkpoint import has_checkpoint
     from thinkfast.training.metrics import read_metrics
     from thinkfast.training.recipes import run as run_recipe
 
     train_cfg = _train_config(cfg, recipe, str(student_path), output_dir, overrides, str(data_path))
     final = _final_dir(recipe, output_dir, train_cfg)
-    if not (final / "config.json").is_file():
+    if not storage.model_dir_complete(final):
         dirs = [output_dir] if recipe != "mohawk" else sorted(output_dir.glob("stage*"))
-        resume = any(load_checkpoint(d) is not None for d in dirs)
+        resume = any(has_checkpoint(d) for d in dirs)
         run_recipe(train_cfg, resume=resume)
     metrics_files = [output_dir / "metrics.jsonl"] if recipe != "mohawk" else sorted(output_dir.glob("stage*/metrics.jsonl"))
     stages = []
