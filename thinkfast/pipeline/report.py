@@ -7,6 +7,7 @@ import json
 import shutil
 
 from thinkfast.pipeline.config import RunConfig
+from thinkfast.storage import atomic_write_text
 
 METRIC_TITLES = {"pass": "coverage (pass@k)", "maj": "accuracy (majority vote, maj@k)"}
 
@@ -134,8 +135,8 @@ def write_run_report(cfg: RunConfig, paths, results: dict) -> dict:
         lines += section
         budget_figures[name] = figures
     lines += ["", HOW_TO_READ]
-    (paths.report / "report.md").write_text("\n".join(lines) + "\n")
     everything = {"config_out_dir": str(paths.root), "stages": results, "budget_tables": budget_figures}
-    (paths.report / "report.json").write_text(json.dumps(everything, indent=1, default=str))
+    atomic_write_text(paths.report / "report.json", json.dumps(everything, indent=1, default=str))
+    atomic_write_text(paths.report / "report.md", "\n".join(lines) + "\n")
     print(f"  report: {paths.report / 'report.md'}")
     return {"report": paths.rel(paths.report / "report.md"), "json": paths.rel(paths.report / "report.json")}
