@@ -38,6 +38,9 @@ def run(args) -> int:
     from thinkfast.teachers import load_teacher, load_tokenizer
     from thinkfast.teachers.loading import load_config
 
+    from thinkfast.config import check_local_model_path
+
+    check_local_model_path(args.teacher, "teacher")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise ThinkfastError(f"output directory {out} is not empty; choose a new --out")
