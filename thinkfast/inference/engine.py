@@ -90,6 +90,36 @@ def encode_prompts(tokenizer, prompts) -> list[list[int]]:
     return out
 
 
+def check_request(prompt_lengths: list[int], max_new_tokens: int, max_len: int, max_positions: int | None = None,
+                  labels: list[str] | None = None, strict: bool = False) -> None:
+    """Raise a ThinkfastError naming the first prompt an engine cannot serve: empty, longer than max_len,
+    or one whose generation would run past the model's positions (max_position_embeddings: the output
+    would be garbage).  With `strict`, also one whose max_new_tokens would be cut short by max_len
+    (without it the engine cuts such samples at max_len and reports them as `length`)."""
+    for i, n in enumerate(prompt_lengths):
+        name = labels[i] if labels is not None else f"prompt {i}"
+        if n == 0:
+            raise ThinkfastError(f"{name} is empty")
+        if max_positions and n > max_positions:
+            raise ThinkfastError(f"{name} has {n} tokens, more than the model's {max_positions} positions "
+                                 "(max_position_embeddings): shorten it")
+        if n > max_len:
+            raise ThinkfastError(f"{name} has {n} tokens, more than the engine's max_len={max_len}")
+        wanted = n + max_new_tokens - 1  # cache positions the longest sample would use
+        used = min(wanted, max_len)
+        if max_positions and used > max_positions:
+            raise ThinkfastError(
+                f"{name} has {n} tokens; with max_new_tokens={max_new_tokens} it would run to position {used}, "
+                f"past the model's {max_positions} positions (max_position_embeddings): lower max_new_tokens to "
+                f"{max_positions - n + 1} or less"
+            )
+        if strict and wanted > max_len:
+            raise ThinkfastError(
+                f"{name} has {n} tokens, so max_new_tokens={max_new_tokens} needs max_len >= {wanted}, but the "
+                f"engine's max_len is {max_len}: its samples would be cut short; raise max_len"
+            )
+
+
 class Engine:
     def __init__(
         self,
@@ -260,30 +290,9 @@ class Engine:
 
     def check_prompts(self, prompt_ids: list[list[int]], params: SamplingParams, labels: list[str] | None = None,
                       strict: bool = False) -> None:
-        """Raise a ThinkfastError naming the first prompt this engine cannot serve: empty, longer than
-        max_len, or one whose generation would run past the model's positions (max_position_embeddings:
-        the output would be garbage).  With `strict`, also one whose max_new_tokens would be cut short by
-        max_len (without it the engine cuts such samples at max_len and reports them as `length`)."""
-        for i, ids in enumerate(prompt_ids):
-            name = labels[i] if labels is not None else f"prompt {i}"
-            if not ids:
-                raise ThinkfastError(f"{name} is empty")
-            if len(ids) > self.max_len:
-                raise ThinkfastError(f"{name} has {len(ids)} tokens, more than the engine's max_len={self.max_len}")
-            wanted = len(ids) + params.max_new_tokens - 1  # cache positions the longest sample would use
-            used = min(wanted, self.max_len)
-            if self.max_positions and used > self.max_positions:
-                room = self.max_positions - len(ids) + 1
-                fix = f"lower max_new_tokens to {room} or less" if room >= 1 else "shorten it"
-                raise ThinkfastError(
-                    f"{name} has {len(ids)} tokens; with max_new_tokens={params.max_new_tokens} it would run to "
-                    f"position {used}, past the model's {self.max_positions} positions (max_position_embeddings): {fix}"
-                )
-            if strict and wanted > self.max_len:
-                raise ThinkfastError(
-                    f"{name} has {len(ids)} tokens, so max_new_tokens={params.max_new_tokens} needs max_len >= "
-                    f"{wanted}, but the engine's max_len is {self.max_len}: its samples would be cut short; raise max_len"
-                )
+        """See `check_request`."""
+        check_request([len(ids) for ids in prompt_ids], params.max_new_tokens, self.max_len, self.max_positions,
+                      labels, strict)
 
     @torch.no_grad()
     def generate(
