@@ -32,6 +32,7 @@ from thinkfast import faults
 from thinkfast.errors import ThinkfastError
 
 _TEMP_RE = re.compile(r"\.(tmp|partial|old)\d*$")
+_PID_RE = re.compile(r"\.(?:tmp|old)(\d+)$")
 
 
 def temp_sibling(path: str | os.PathLike, kind: str = "tmp") -> Path:
@@ -41,6 +42,26 @@ def temp_sibling(path: str | os.PathLike, kind: str = "tmp") -> Path:
 
 def is_temp_name(name: str) -> bool:
     return bool(_TEMP_RE.search(name))
+
+
+def remove_stale_siblings(path: str | os.PathLike) -> None:
+    """Remove `<name>.tmp<pid>` / `<name>.old<pid>` left next to `path` by writers that are dead (safe without a
+    lock: a live writer's pid is alive; a reused pid only makes us leave a leftover in place)."""
+    from thinkfast.procs import alive
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for entry in path.parent.glob(f"{glob_escape(path.name)}.*"):
+        match = _PID_RE.search(entry.name)
+        if match and entry.name[: match.start()] == path.name:
+            pid = int(match.group(1))
+            if pid != os.getpid() and not alive(pid):
+                _remove(entry)
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -70,6 +91,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     """`with atomic_file(p) as fh: fh.write(...)`: `p` is replaced only once the block finished."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_siblings(path)
     tmp = temp_sibling(path)
     binary = "b" in mode
     try:
@@ -116,6 +138,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     `final.tmp<pid>` folder that `remove_temp_files` clears, and no `final`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_siblings(path)
     tmp = temp_sibling(path)
     _remove(tmp)
     tmp.mkdir()
@@ -265,11 +288,13 @@ class FolderLock:
     """An exclusive, non-blocking lock on a store or run folder, released when the holder exits
     (even by SIGKILL: it is an flock on an open file).  `what` names the folder in the refusal."""
 
-    def __init__(self, target: str | os.PathLike, what: str | None = None):
+    def __init__(self, target: str | os.PathLike, what: str | None = None, wait: bool = False):
+        """`wait=True` waits for the holder instead of refusing (for shared caches, not for run folders)."""
         self.target = Path(target)
         self.path = lock_path_for(self.target)
         self.what = what or str(self.target)
         self.key = os.path.abspath(self.path)
+        self.wait = wait
         self.acquired = False
 
     def acquire(self) -> "FolderLock":
@@ -285,7 +310,14 @@ class FolderLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
             try:
                 if fcntl is not None:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError:
+                        if not self.wait:
+                            raise
+                        print(f"[thinkfast] waiting for {self.what} ({_holder_text(os.pread(fd, 4096, 0))})",
+                              file=sys.stderr, flush=True)
+                        fcntl.flock(fd, fcntl.LOCK_EX)
             except OSError:
                 holder = _holder_text(os.pread(fd, 4096, 0))
                 os.close(fd)

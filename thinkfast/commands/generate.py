@@ -103,16 +103,15 @@ def run(args) -> int:
     engine = Engine(model, tokenizer, max_batch=min(args.max_batch or needed, needed), max_len=max_len,
                     dtype=dtype, device=device, cuda_graphs=not args.no_cuda_graphs)
     results = engine.generate(prompts, params, n=args.n)
-    out = open(args.out, "w") if args.out else sys.stdout
-    try:
-        for row in results:
-            for c in row:
-                out.write(json.dumps({"prompt_index": c.prompt_index, "sample_index": c.sample_index,
-                                      "prompt": prompts[c.prompt_index], "text": c.text,
-                                      "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids)}) + "\n")
-    finally:
-        if args.out:
-            out.close()
+    lines = [json.dumps({"prompt_index": c.prompt_index, "sample_index": c.sample_index, "prompt": prompts[c.prompt_index],
+                         "text": c.text, "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids)}) + "\n"
+             for row in results for c in row]
+    if args.out:
+        from thinkfast.storage import atomic_write_text
+
+        atomic_write_text(args.out, "".join(lines))  # whole or not at all
+    else:
+        sys.stdout.write("".join(lines))
     stats = engine.last_stats
     print(f"[thinkfast] {sum(len(r) for r in results)} completions; decode {stats['decode_tokens']} tokens in "
           f"{stats['decode_s']:.2f}s", file=sys.stderr)

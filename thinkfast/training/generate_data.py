@@ -40,6 +40,8 @@ def generate_completions(model, tokenizer, prompts: list[list[dict]], params: Sa
     engine = Engine(model, tokenizer, max_batch=min(batch_size, len(ids) * n),
                     max_len=max(map(len, ids)) + params.max_new_tokens,
                     cuda_graphs=torch.cuda.is_available(), progress=False)
+    if keys is not None:  # name prompts by their record, not their place in this batch
+        engine.check_prompts(ids, params, [f"prompt of record {k + 1}" for k in keys])
     results = engine.generate(ids, params, n=n, keys=keys)
     return [c for per_prompt in results for c in per_prompt]
 
