@@ -23,19 +23,36 @@ CPU_SLOT_CAP = 64  # on a CPU, without max_batch
 CPU_MEMORY_FRACTION = 0.7  # of the host's available memory the decode state may take
 
 
+def _cgroup_room() -> int | None:
+    """Bytes left under this container's memory limit (cgroup v2), or None without one."""
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        used = open("/sys/fs/cgroup/memory.current").read().strip()
+    except OSError:
+        return None
+    if not limit.isdigit() or not used.isdigit():
+        return None  # "max": no limit
+    return max(0, int(limit) - int(used))
+
+
 def host_available_bytes() -> int | None:
-    """Memory the host can still give this process (MemAvailable), or None where unknown."""
+    """Memory the host can still give this process (MemAvailable, and the container's limit), or None."""
+    avail = None
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    avail = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    room = _cgroup_room()
+    return avail if room is None else min(avail, room)
 
 
 @dataclass
