@@ -366,3 +366,11 @@ class FolderLock:
 def locked(target: str | os.PathLike, what: str | None = None) -> FolderLock:
     """`with locked(folder): ...` — see FolderLock."""
     return FolderLock(target, what)
+
+
+def rank_zero_lock(target: str | os.PathLike, what: str | None = None):
+    """The folder's lock in the first process of a torchrun job (or a lone process); nothing elsewhere.
+    Commands take it before loading any model, so a second command on the folder is refused at once."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return FolderLock(target, what)

@@ -22,8 +22,11 @@ def load_train_config(recipe: str, path: str, overrides: list[str]):
 def _train(args) -> int:
     from thinkfast.training.recipes import run
 
+    from thinkfast.storage import rank_zero_lock
+
     cfg = load_train_config(args.command, args.config, args.overrides)
-    result = run(cfg, resume=args.resume)
+    with rank_zero_lock(cfg.output_dir, f"training folder {cfg.output_dir}"):  # before any model loads
+        result = run(cfg, resume=args.resume)
     results = result if isinstance(result, list) else [result]
     for r in results:
         if r.final_dir is not None:

@@ -6,6 +6,7 @@ Layout: out_dir/<model>/samples.shardNNN-of-MMM.jsonl (sampling, resumable), out
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -87,31 +88,34 @@ def sample_model(cfg: EvalConfig, spec: ModelSpec, problems: ProblemSet, loaded:
     engine does): a sample redone after a kill, or sampled with another `problems_per_batch`, is the same
     sample.  Other samplers get one seed per call (sampling.seed + first problem x n + first sample)."""
     template = load_template(cfg.prompt)
-    loaded = loaded or load_model_for_eval(spec)
-    if cfg.use_chat_template and loaded.tokenizer is None:
-        raise ThinkfastError(f"model {spec.name!r} has no tokenizer to apply a chat template; set use_chat_template: false")
-    by_identity = _accepts(loaded.sampler.sample, "keys") and _accepts(loaded.sampler.sample, "sample_ids")
-    written = 0
-    for shard in cfg.shards if cfg.shards is not None else range(cfg.num_shards):
-        start, end = store.shard_range(len(problems.problems), cfg.num_shards, shard)
-        with store.SampleStore(store.shard_path(model_dir(cfg, spec), shard, cfg.num_shards)) as sample_store:
-            todo = []
-            for pi in range(start, end):
-                pid = problems.problems[pi].id
-                missing = [j for j in range(cfg.n_samples) if (pid, j) not in sample_store.done]
-                if missing:
-                    todo.append((pi, missing))
-            prompts = {pi: render_prompt(loaded.tokenizer, template, problems.problems[pi].question, cfg.use_chat_template)
-                       for pi, _ in todo}
-            check = getattr(loaded.sampler, "check", None)
-            if callable(check) and todo:  # refuse now, naming the problem, rather than cut samples silently
-                try:
-                    check([prompts[pi] for pi, _ in todo], cfg.sampling,
-                          [f"problem {problems.problems[pi].id} (index {pi})" for pi, _ in todo])
-                except ThinkfastError as err:
-                    raise ThinkfastError(f"model {spec.name!r}: {err}") from None
-            written += _sample_shard(cfg, spec, problems, loaded, sample_store, todo, prompts, shard, by_identity)
-    return written
+    shards = list(cfg.shards if cfg.shards is not None else range(cfg.num_shards))
+    with contextlib.ExitStack() as held:  # every selected store locked before the model loads
+        stores = {shard: held.enter_context(store.SampleStore(store.shard_path(model_dir(cfg, spec), shard, cfg.num_shards)))
+                  for shard in shards}
+        todos = {}
+        for shard in shards:
+            start, end = store.shard_range(len(problems.problems), cfg.num_shards, shard)
+            todos[shard] = [(pi, missing) for pi in range(start, end)
+                            if (missing := [j for j in range(cfg.n_samples)
+                                            if (problems.problems[pi].id, j) not in stores[shard].done])]
+        if not any(todos.values()):
+            return 0  # everything sampled already: the model is not even loaded
+        loaded = loaded or load_model_for_eval(spec)
+        if cfg.use_chat_template and loaded.tokenizer is None:
+            raise ThinkfastError(f"model {spec.name!r} has no tokenizer to apply a chat template; set use_chat_template: false")
+        by_identity = _accepts(loaded.sampler.sample, "keys") and _accepts(loaded.sampler.sample, "sample_ids")
+        prompts = {pi: render_prompt(loaded.tokenizer, template, problems.problems[pi].question, cfg.use_chat_template)
+                   for todo in todos.values() for pi, _ in todo}
+        check = getattr(loaded.sampler, "check", None)
+        if callable(check):  # refuse now, naming the problem, rather than cut samples silently
+            order = sorted(prompts)
+            try:
+                check([prompts[pi] for pi in order], cfg.sampling,
+                      [f"problem {problems.problems[pi].id} (index {pi})" for pi in order])
+            except ThinkfastError as err:
+                raise ThinkfastError(f"model {spec.name!r}: {err}") from None
+        return sum(_sample_shard(cfg, spec, problems, loaded, stores[shard], todos[shard], prompts, shard, by_identity)
+                   for shard in shards if todos[shard])
 
 
 def _sample_shard(cfg, spec, problems, loaded, sample_store, todo, prompts, shard, by_identity) -> int:
