@@ -122,6 +122,7 @@ def test_documents_without_a_trained_token_are_left_out():
     (["generate", "--model", "~/no-such-thinkfast-model", "--prompt", "hi"],
      "model ~/no-such-thinkfast-model: no such directory"),
     (["convert", "--teacher", "{tmp}/missing", "--out", "{tmp}/s"], "teacher {tmp}/missing: no such directory"),
+    (["generate", "--model", "runs/students/hybrid", "--prompt", "hi"], "model runs/students/hybrid: no such directory"),
     (["gen-data", "--teacher", "./missing", "--prompts", "p.jsonl", "--out", "o.jsonl"],
      "teacher ./missing: no such directory"),
 ])

@@ -64,10 +64,13 @@ def find_data_path(path: str | os.PathLike, what: str = "data path") -> Path:
 
 
 def looks_like_local_path(spec: str) -> bool:
-    """A model spec meant as a local path rather than a hub id: it starts with ./ ../ / ~ (or is . / ..),
-    or it names something inside a folder that exists here (`runs/hybrid` when ./runs exists)."""
+    """A model spec meant as a local path rather than a hub id: it starts with ./ ../ / ~ (or is . / ..), has
+    more than one `/` (a hub id is `name` or `org/name`), or names something inside a folder that exists
+    here (`runs/hybrid` when ./runs exists)."""
     spec = str(spec)
     if spec in (".", "..") or spec.startswith(("./", "../", "/", "~", ".\\", "..\\")) or (len(spec) > 1 and spec[1] == ":"):
+        return True
+    if spec.count("/") >= 2:
         return True
     parent = Path(spec).expanduser().parent
     return str(parent) not in ("", ".") and parent.is_dir()
