@@ -293,7 +293,7 @@ class FolderLock:
         self.target = Path(target)
         self.path = lock_path_for(self.target)
         self.what = what or str(self.target)
-        self.key = os.path.abspath(self.path)
+        self.key = os.path.realpath(self.path)  # one key per file, however it is spelled
         self.wait = wait
         self.acquired = False
 
