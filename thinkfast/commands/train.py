@@ -25,6 +25,7 @@ def _train(args) -> int:
     from thinkfast.storage import rank_zero_lock
 
     cfg = load_train_config(args.command, args.config, args.overrides)
+    cfg.check_paths()
     with rank_zero_lock(cfg.output_dir, f"training folder {cfg.output_dir}"):  # before any model loads
         result = run(cfg, resume=args.resume)
     results = result if isinstance(result, list) else [result]

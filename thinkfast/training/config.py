@@ -149,11 +149,6 @@ class TrainConfig:
             raise ThinkfastError(f"`stages` only applies to the mohawk recipe, not {self.recipe}")
         if not self.data.path:
             raise ThinkfastError("data.path is empty: give a .jsonl file, a directory of them, or hf:<dataset>")
-        from thinkfast.config import check_local_model_path
-
-        check_local_model_path(self.teacher, "teacher")
-        check_local_model_path(self.student.path, "student.path")
-        check_local_model_path(self.tokenizer, "tokenizer")
         for name in ("max_steps", "micro_batch_size", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
                 raise ThinkfastError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -161,3 +156,12 @@ class TrainConfig:
             raise ThinkfastError("dtype / teacher_dtype must be auto, fp32 or bf16")
         if self.distributed not in ("ddp", "fsdp"):
             raise ThinkfastError(f"distributed {self.distributed!r} must be ddp or fsdp")
+
+    def check_paths(self) -> None:
+        """Local model paths that do not exist, named before anything loads (not in `validate`: a shipped
+        config may name a folder an earlier run will create)."""
+        from thinkfast.config import check_local_model_path
+
+        check_local_model_path(self.teacher, "teacher")
+        check_local_model_path(self.student.path, "student.path")
+        check_local_model_path(self.tokenizer, "tokenizer")
