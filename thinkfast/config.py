@@ -35,6 +35,56 @@ def cache_dir() -> Path:
     return path
 
 
+def data_search_dirs() -> list[Path]:
+    """Where relative data paths are looked up after the working directory: $THINKFAST_DATA, then the
+    public data folder beside the checkout (../shared/data, as `make run` uses)."""
+    dirs = []
+    if os.environ.get("THINKFAST_DATA"):
+        dirs.append(Path(os.environ["THINKFAST_DATA"]).expanduser())
+    dirs.append(Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    return dirs
+
+
+def find_data_path(path: str | os.PathLike, what: str = "data path") -> Path:
+    """A data file or folder: `path` itself (with ~ and $VARS expanded) when it exists; a relative path
+    that does not exist from the working directory is looked up by its file name in
+    `data_search_dirs()`.  Raises a ThinkfastError naming every place it looked."""
+    given = Path(os.path.expandvars(str(path))).expanduser()
+    if given.exists():
+        return given
+    tried = [str(given)]
+    if not given.is_absolute():
+        for folder in data_search_dirs():
+            candidate = folder / given.name
+            if candidate.exists():
+                return candidate
+            tried.append(str(candidate))
+    raise ThinkfastError(f"{what} {path} does not exist (looked for {', '.join(tried)}); set THINKFAST_DATA to the "
+                         "folder holding it, or give the full path")
+
+
+def looks_like_local_path(spec: str) -> bool:
+    """A model spec meant as a local path rather than a hub id: it starts with ./ ../ / ~ (or is . / ..), has
+    more than one `/` (a hub id is `name` or `org/name`), or names something inside a folder that exists
+    here (`runs/hybrid` when ./runs exists)."""
+    spec = str(spec)
+    if spec in (".", "..") or spec.startswith(("./", "../", "/", "~", ".\\", "..\\")) or (len(spec) > 1 and spec[1] == ":"):
+        return True
+    if spec.count("/") >= 2:
+        return True
+    parent = Path(spec).expanduser().parent
+    return str(parent) not in ("", ".") and parent.is_dir()
+
+
+def check_local_model_path(spec: str | None, what: str = "model") -> None:
+    """Refuse a missing local model path at once, instead of letting it be tried as a hub id."""
+    if not spec or not looks_like_local_path(spec) or Path(spec).expanduser().exists():
+        return
+    if str(spec).endswith(".gguf"):
+        raise ThinkfastError(f"{what} {spec}: GGUF file does not exist")
+    raise ThinkfastError(f"{what} {spec}: no such directory")
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -131,18 +181,52 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def _list_index(items: list, part: str, override: str, where: str) -> int:
+    """A list entry by position (`students.0`, `-1` the last) or by its `name` (`students.hybrid`)."""
+    if part.lstrip("-").isdigit():
+        index = int(part)
+        if not -len(items) <= index < len(items):
+            raise ThinkfastError(f"override {override!r}: {where} has {len(items)} entries, no index {index}")
+        return index % len(items)
+    names = [item.get("name") for item in items if isinstance(item, dict)]
+    if part in names:
+        return names.index(part)
+    if not items:
+        raise ThinkfastError(f"override {override!r}: {where} is empty")
+    raise ThinkfastError(f"override {override!r}: {where} has no entry named {part!r} (names: {names}); "
+                         f"or use an index such as {where}.0")
+
+
 def _apply_override(data: dict, override: str) -> None:
+    """`a.b=v` sets a nested key; list entries are reached by index or by name: `students.0.train.max_steps=4`,
+    `students.hybrid.train.max_steps=4`."""
     if "=" not in override:
         raise ThinkfastError(f"override {override!r} must look like key.sub=value")
     key, raw = override.split("=", 1)
-    value = yaml.safe_load(raw) if raw else ""
-    node = data
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as err:
+        raise ThinkfastError(f"override {override!r}: the value is not valid YAML ({' '.join(str(err).split())})") from None
+    node: Any = data
     parts = key.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ThinkfastError(f"override {override!r}: {part} is not a mapping")
-    node[parts[-1]] = value
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[:depth]) or "the config"
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            index = _list_index(node, part, override, where)
+            if last:
+                node[index] = value
+                return
+            node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+                return
+            node = node.setdefault(part, {})
+        else:
+            raise ThinkfastError(f"override {override!r}: {where} is not a mapping or a list")
+        if not isinstance(node, (dict, list)):
+            raise ThinkfastError(f"override {override!r}: {'.'.join(parts[:depth + 1])} is not a mapping or a list")
 
 
 def shipped_config(name: str | os.PathLike, prefix: str = "") -> Path:
@@ -186,5 +270,7 @@ def load_config(cls: type[T], source: str | os.PathLike | dict | None = None, ov
 
 
 def save_config(obj: Any, path: str | os.PathLike) -> None:
-    with open(path, "w") as fh:
+    from thinkfast.storage import atomic_file
+
+    with atomic_file(path, "w") as fh:
         yaml.safe_dump(to_dict(obj), fh, sort_keys=False)

@@ -59,11 +59,14 @@ def test_reads_only_the_context():
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.skipif(DEVICE == "cpu", reason="bf16 tl.dot needs a GPU")
-def test_bf16_long_context_default_splits():
+@pytest.mark.gpu
+@pytest.mark.parametrize("b,T", [(6, 2100), (64, 4352)])
+def test_bf16_long_context_default_splits(b, T):
+    """Llama-3.2-3B attention (24 query heads, 8 kv heads of 128) at protocol B's context, default splits."""
     from thinkfast.ops.triton.decode_attention import decode_attention_triton
 
-    q, k, v, slots, lengths = _case(5, 6, 24, 8, 2100, 128, slots_total=9, dtype=torch.bfloat16)
+    q, k, v, slots, lengths = _case(5, b, 24, 8, T, 128, slots_total=b + 3, dtype=torch.bfloat16)
     ref = decode_attention_ref(q.float(), k.float(), v.float(), slots, lengths)
     out = decode_attention_triton(q, k, v, slots, lengths)
     torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
+

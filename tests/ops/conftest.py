@@ -24,14 +24,7 @@ except ImportError:  # pragma: no cover
     HAVE_TRITON = False
 
 
-def pytest_collection_modifyitems(config, items):
-    skip_gpu = pytest.mark.skip(reason="needs CUDA")
-    skip_triton = pytest.mark.skip(reason="needs triton")
-    for item in items:
-        if "gpu" in item.keywords and not torch.cuda.is_available():
-            item.add_marker(skip_gpu)
-        if "triton" in item.keywords and not HAVE_TRITON:
-            item.add_marker(skip_triton)
+# the gpu / triton skips live in tests/conftest.py (they apply to every folder)
 
 
 @pytest.fixture

@@ -24,6 +24,20 @@ def test_add_rms_norm(dtype, d, with_delta):
     assert_close("y", y_k, y_r, TOL[dtype])
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("d,ffn", [(2048, 8192), (3072, 8192)])
+def test_glue_gpu_spec_shapes(d, ffn):
+    """Llama-3.2-1B / 3B widths at decode batch 256, bf16."""
+    h, delta = torch.randn(256, d).to(DEVICE, torch.bfloat16), torch.randn(256, d).to(DEVICE, torch.bfloat16)
+    w = (1 + 0.1 * torch.randn(d)).to(DEVICE, torch.bfloat16)
+    h_k, y_k = dispatch.add_rms_norm(h, delta, w, 1e-5, backend="triton")
+    h_r, y_r = add_rms_norm_ref(h, delta, w, 1e-5)
+    assert_close("h", h_k, h_r, TOL[torch.bfloat16])
+    assert_close("y", y_k, y_r, TOL[torch.bfloat16])
+    g, u = torch.randn(256, ffn).to(DEVICE, torch.bfloat16), torch.randn(256, ffn).to(DEVICE, torch.bfloat16)
+    assert_close("silu_mul", dispatch.silu_mul(g, u, backend="triton"), silu_mul_ref(g, u), TOL[torch.bfloat16])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_silu_mul(dtype):
     g, u = torch.randn(3, 4100).to(DEVICE, dtype), torch.randn(3, 4100).to(DEVICE, dtype)

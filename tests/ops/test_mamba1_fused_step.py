@@ -53,6 +53,23 @@ def test_fused_step_matches_reference(dtype, n_kv, hd, rep, n, k, use_idx):
     assert torch.equal(k_in["conv_state"][untouched], inp["conv_state"][untouched])
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", ["1b", "3b"])
+@pytest.mark.parametrize("batch", [1, 256])
+def test_fused_step_gpu_spec_shapes(shape, batch):
+    """The hybrids' Mamba-1 layers: 8 kv heads of 64 (1B) / 128 (3B), expanded 4x / 3x to d_inner 2048 / 3072."""
+    n_kv, hd, rep = {"1b": (8, 64, 4), "3b": (8, 128, 3)}[shape]
+    inp = _inputs(batch, n_kv, hd, rep, 16, 4, torch.bfloat16, 2 * batch)
+    idx = torch.randperm(2 * batch, device=DEVICE)[:batch]
+    k_in = {**inp, "state": inp["state"].clone(), "conv_state": inp["conv_state"].clone()}
+    r_in = {**inp, "state": inp["state"].clone(), "conv_state": inp["conv_state"].clone()}
+    y_k = dispatch.mamba1_fused_step(**k_in, head_dim=hd, state_indices=idx, backend="triton")
+    y_r = mamba1_fused_step_ref(**r_in, head_dim=hd, state_indices=idx)
+    assert_close("y", y_k, y_r, TOL[torch.bfloat16])
+    assert_close("state", k_in["state"], r_in["state"], 1e-3)
+    assert torch.equal(k_in["conv_state"], r_in["conv_state"]), "conv state rolled differently"
+
+
 @pytest.mark.parametrize("block_j", [8, 16])
 def test_fused_step_partial_blocks(block_j):
     """Head dims not a multiple of the block: masked channels must neither read nor write."""

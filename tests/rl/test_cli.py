@@ -29,7 +29,7 @@ def saved(tmp_path_factory):
 def test_cli_runs_and_resumes(saved, tmp_path):
     args = ["grpo", "grpo_tiny_cpu", f"policy={saved / 'policy'}", f"data.path={saved / 'problems.jsonl'}",
             "data.prompt_style=plain", "data.limit=null", "rollout.max_new_tokens=3", "micro_batch_tokens=64",
-            "reward.response_prefix=\\boxed{", f"output_dir={tmp_path / 'run'}", "max_steps=2", "progress=false"]
+            "reward.response_prefix=\\boxed{", f"output_dir={tmp_path / 'run'}", "max_steps=2", "progress=false", "keep_checkpoint=true"]
     assert main(args) == 0
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
@@ -37,7 +37,7 @@ def test_cli_runs_and_resumes(saved, tmp_path):
         assert key in rows[0]
     assert (tmp_path / "run" / "final" / "config.json").is_file()
     assert main(args) == 2  # a checkpoint exists: refuses without --resume
-    assert main(args[:-2] + ["max_steps=3", "progress=false", "--resume"]) == 0
+    assert main(args[:-3] + ["max_steps=3", "progress=false", "--resume"]) == 0
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3]
 
 

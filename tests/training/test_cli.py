@@ -20,13 +20,16 @@ def _yaml(tmp_path, cfg) -> str:
 
 def test_distill_then_sft_from_yaml_with_overrides(tiny_setup, tmp_path, capsys):
     path = _yaml(tmp_path, tiny_config(tiny_setup, tmp_path, max_steps=50))
-    assert main(["distill", path, "max_steps=2", "optim.lr=1e-3"]) == 0
+    assert main(["distill", path, "max_steps=2", "optim.lr=1e-3", "keep_checkpoint=true"]) == 0
     assert "saved" in capsys.readouterr().out
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 2 and json.loads(rows[-1])["lr"] == pytest.approx(1e-3)
     assert main(["distill", path, "max_steps=2"]) == 2  # existing checkpoint without --resume
     assert "--resume" in capsys.readouterr().err
-    assert main(["distill", path, "max_steps=3", "--resume"]) == 0
+    assert main(["distill", path, "max_steps=3", "--resume"]) == 0  # extends the kept checkpoint
+    assert not (tmp_path / "run" / "checkpoint").exists()  # discarded once final/ is saved (keep_checkpoint off)
+    assert main(["distill", path, "max_steps=3"]) == 2  # a finished run is not overwritten
+    assert "already holds a finished model" in capsys.readouterr().err
     sft = _yaml(tmp_path, tiny_config(tiny_setup, tmp_path / "s", recipe="sft", teacher=None, max_steps=1,
                                       student={"path": str(tmp_path / "run" / "final")}, loss={"reverse_kl": 0, "ce": 1}))
     assert main(["sft", sft]) == 0

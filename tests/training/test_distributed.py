@@ -36,7 +36,8 @@ def _launch(cfg: dict, tmp_path: Path, name: str, nproc: int) -> list[float]:
     return json.loads(out.read_text())
 
 
-COMMON = {"max_steps": 5, "grad_accum": 2, "data.seq_len": 32, "save_every": 0}
+# device cpu: this is the gloo path; on a GPU box `auto` would start NCCL ranks on GPUs that may not exist
+COMMON = {"max_steps": 5, "grad_accum": 2, "data.seq_len": 32, "save_every": 0, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")

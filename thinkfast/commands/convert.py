@@ -38,6 +38,9 @@ def run(args) -> int:
     from thinkfast.teachers import load_teacher, load_tokenizer
     from thinkfast.teachers.loading import load_config
 
+    from thinkfast.config import check_local_model_path
+
+    check_local_model_path(args.teacher, "teacher")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise ThinkfastError(f"output directory {out} is not empty; choose a new --out")
@@ -51,13 +54,16 @@ def run(args) -> int:
         teacher, args.target, args.attention_layers, args.keep_attention, args.mixer,
         args.learnable_gqa_expansion, seed=args.seed,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    student.save_pretrained(out)
-    try:  # the tokenizer (with its chat template) travels with the student when the teacher has one
-        load_tokenizer(args.teacher).save_pretrained(out)
-    except (OSError, ValueError) as err:
-        print(f"note: teacher {args.teacher} has no loadable tokenizer ({type(err).__name__}); saved weights only", file=sys.stderr)
+    from thinkfast.storage import atomic_dir
+
     summary = {"teacher": args.teacher, "target": args.target, **student.summary()}
-    (out / "thinkfast_conversion.json").write_text(json.dumps(summary, indent=2))
+    with atomic_dir(out) as tmp:  # a kill leaves no half-written student (which a rerun would refuse)
+        student.save_pretrained(tmp)
+        try:  # the tokenizer (with its chat template) travels with the student when the teacher has one
+            load_tokenizer(args.teacher).save_pretrained(tmp)
+        except (OSError, ValueError) as err:
+            print(f"note: teacher {args.teacher} has no loadable tokenizer ({type(err).__name__}); saved weights only",
+                  file=sys.stderr)
+        (tmp / "thinkfast_conversion.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2), file=sys.stdout)
     return 0

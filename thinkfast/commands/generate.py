@@ -34,17 +34,37 @@ def register(subparsers) -> None:
 
 
 def _read_prompts(args) -> list[str]:
+    """Prompts from --prompt, or from --prompts-file (plain lines, or JSONL with a "prompt" field);
+    every problem with the file is one line naming it, before any model is loaded."""
+    from pathlib import Path
+
+    from thinkfast.errors import ThinkfastError
+
     if args.prompt:
         return list(args.prompt)
+    path = Path(args.prompts_file).expanduser()
+    if not path.is_file():
+        raise ThinkfastError(f"prompts file {path} does not exist" if not path.exists() else f"prompts file {path} is not a file")
     prompts = []
-    with open(args.prompts_file) as fh:
-        for line in fh:
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
             line = line.rstrip("\n")
             if not line.strip():
                 continue
             if line.lstrip().startswith("{"):
-                line = json.loads(line)["prompt"]
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ThinkfastError(f"{path}:{lineno} looks like JSON but is not valid JSON ({err.msg})") from None
+                if not isinstance(record, dict) or "prompt" not in record:
+                    fields = sorted(record) if isinstance(record, dict) else []
+                    raise ThinkfastError(f"{path}:{lineno} has no \"prompt\" field (fields: {fields})")
+                if not isinstance(record["prompt"], str) or not record["prompt"].strip():
+                    raise ThinkfastError(f"{path}:{lineno}: \"prompt\" must be a non-empty string")
+                line = record["prompt"]
             prompts.append(line.replace("\\n", "\n"))
+    if not prompts:
+        raise ThinkfastError(f"prompts file {path} holds no prompts (one per line, or JSONL with a \"prompt\" field)")
     return prompts
 
 
@@ -53,16 +73,20 @@ def run(args) -> int:
 
     from thinkfast.errors import ThinkfastError
     from thinkfast.inference.api import load_for_generation
-    from thinkfast.inference.engine import Engine
+    from thinkfast.inference.engine import Engine, check_request, encode_prompts
     from thinkfast.inference.params import SamplingParams
 
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    prompts = _read_prompts(args)  # input errors before the model loads
+    for flag, value in (("--n", args.n), ("--max-new-tokens", args.max_new_tokens), ("--max-batch", args.max_batch),
+                        ("--max-len", args.max_len)):
+        if value is not None and value < 1:
+            raise ThinkfastError(f"{flag} must be >= 1, got {value}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     model, tokenizer = load_for_generation(args.model, dtype=dtype, device=device)
     if tokenizer is None:
         raise ThinkfastError(f"{args.model} has no tokenizer saved next to it; text prompts need one")
-    prompts = _read_prompts(args)
     if args.chat:
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                  add_generation_prompt=True) for p in prompts]
@@ -70,20 +94,24 @@ def run(args) -> int:
                             max_new_tokens=args.max_new_tokens, stop=args.stop, ignore_eos=args.ignore_eos,
                             seed=args.seed)
     params.validate()
-    longest = max(len(tokenizer(p, add_special_tokens=False).input_ids) + 1 for p in prompts)
-    engine = Engine(model, tokenizer, max_batch=args.max_batch, max_len=args.max_len or longest + args.max_new_tokens,
+    lengths = [len(ids) for ids in encode_prompts(tokenizer, prompts)]
+    max_len = args.max_len or max(lengths) + args.max_new_tokens
+    # before any memory is allocated: prompts past the model's positions, or cut short by --max-len
+    check_request(lengths, args.max_new_tokens, max_len, getattr(model.config, "max_position_embeddings", None),
+                  strict=True)
+    needed = len(prompts) * args.n  # decode slots: no more than this request can fill
+    engine = Engine(model, tokenizer, max_batch=min(args.max_batch or needed, needed), max_len=max_len,
                     dtype=dtype, device=device, cuda_graphs=not args.no_cuda_graphs)
     results = engine.generate(prompts, params, n=args.n)
-    out = open(args.out, "w") if args.out else sys.stdout
-    try:
-        for row in results:
-            for c in row:
-                out.write(json.dumps({"prompt_index": c.prompt_index, "sample_index": c.sample_index,
-                                      "prompt": prompts[c.prompt_index], "text": c.text,
-                                      "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids)}) + "\n")
-    finally:
-        if args.out:
-            out.close()
+    lines = [json.dumps({"prompt_index": c.prompt_index, "sample_index": c.sample_index, "prompt": prompts[c.prompt_index],
+                         "text": c.text, "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids)}) + "\n"
+             for row in results for c in row]
+    if args.out:
+        from thinkfast.storage import atomic_write_text
+
+        atomic_write_text(args.out, "".join(lines))  # whole or not at all
+    else:
+        sys.stdout.write("".join(lines))
     stats = engine.last_stats
     print(f"[thinkfast] {sum(len(r) for r in results)} completions; decode {stats['decode_tokens']} tokens in "
           f"{stats['decode_s']:.2f}s", file=sys.stderr)

@@ -11,7 +11,10 @@ def _grpo(args) -> int:
     from thinkfast.rl.run import run_grpo
 
     cfg = load_config(GRPOConfig, resolve_config_path(args.config), args.overrides)
-    result = run_grpo(cfg, resume=args.resume)
+    from thinkfast.storage import rank_zero_lock
+
+    with rank_zero_lock(cfg.output_dir, f"GRPO folder {cfg.output_dir}"):  # before any model loads
+        result = run_grpo(cfg, resume=args.resume)
     if result.final_dir is not None and result.metrics:
         last = result.metrics[-1]
         print(f"saved {result.final_dir}  (last step: reward {last['reward_mean']:.3f}, accuracy {last['accuracy']:.3f})")

@@ -35,7 +35,20 @@ def register(subparsers) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. out_dir=runs/x n_samples=16")
     p.add_argument("--from", dest="from_stage", choices=STAGES, help="redo this stage and every later one")
     p.add_argument("--until", choices=STAGES, help="stop after this stage")
+    p.add_argument("--students", metavar="NAME[,NAME]",
+                   help="run only these of the config's students (a change of config: a new out_dir, or --from)")
     p.set_defaults(func=run)
+
+
+def select_students(cfg, names: str) -> list:
+    from thinkfast.errors import ThinkfastError
+
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = [s.name for s in cfg.students]
+    unknown = [n for n in wanted if n not in known]
+    if unknown or not wanted:
+        raise ThinkfastError(f"--students {names}: the config's students are {known}")
+    return [s for s in cfg.students if s.name in wanted]
 
 
 def run(args) -> int:
@@ -47,5 +60,7 @@ def run(args) -> int:
         config, overrides = None, [config, *overrides]
     config = config or default_config()
     cfg = load_config(RunConfig, resolve_config(config), overrides=overrides)
+    if args.students:
+        cfg.students = select_students(cfg, args.students)
     run_pipeline(cfg, from_stage=args.from_stage, until=args.until)
     return 0

@@ -22,8 +22,12 @@ def load_train_config(recipe: str, path: str, overrides: list[str]):
 def _train(args) -> int:
     from thinkfast.training.recipes import run
 
+    from thinkfast.storage import rank_zero_lock
+
     cfg = load_train_config(args.command, args.config, args.overrides)
-    result = run(cfg, resume=args.resume)
+    cfg.check_paths()
+    with rank_zero_lock(cfg.output_dir, f"training folder {cfg.output_dir}"):  # before any model loads
+        result = run(cfg, resume=args.resume)
     results = result if isinstance(result, list) else [result]
     for r in results:
         if r.final_dir is not None:
@@ -37,8 +41,12 @@ def _gen_data(args) -> int:
     from thinkfast.training.config import DataConfig
     from thinkfast.training.generate_data import generate_kd_data
 
+    from thinkfast.config import check_local_model_path
+
+    check_local_model_path(args.teacher, "teacher")
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                             max_new_tokens=args.max_new_tokens, seed=args.seed)
+    params.validate()
     data = DataConfig(path=args.prompts, system_prompt=args.system_prompt, prompt_template=args.prompt_template)
     data.validate()
     added = generate_kd_data(args.teacher, args.prompts, args.out, params, data, n=args.n, batch_size=args.batch_size,

@@ -51,7 +51,8 @@ def plan_layer_mixers(
         attention_layers = spread_attention_layers(num_layers, keep)
     bad = [i for i in attention_layers if not 0 <= i < num_layers]
     if bad:
-        raise ThinkfastError(f"attention layer index(es) {bad} out of range: the teacher has layers 0..{num_layers - 1}")
+        raise ThinkfastError(f"attention layer index(es) {bad} out of range: the teacher has layers 0..{num_layers - 1}"
+                             + (" (counted from 0; negative indices are not accepted)" if min(bad) < 0 else ""))
     if len(set(attention_layers)) != len(attention_layers):
         raise ThinkfastError(f"attention layer list {attention_layers} repeats an index")
     if not attention_layers or len(attention_layers) >= num_layers:

@@ -71,6 +71,10 @@ class EvalConfig:
             raise ThinkfastError(f"n_samples must be >= 1, got {self.n_samples}")
         if not self.k_list or any(k < 1 for k in self.k_list):
             raise ThinkfastError(f"k_list must hold positive integers, got {self.k_list}")
+        too_big = sorted(k for k in self.k_list if k > self.n_samples)
+        if too_big:  # they would silently vanish from the scores and the report
+            raise ThinkfastError(f"k_list has {too_big} above n_samples={self.n_samples}: every k needs that many "
+                                 "samples per problem; raise n_samples or drop those k")
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ThinkfastError(f"model names must be unique, got {names}")

@@ -139,9 +139,11 @@ def _read_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
 
 def load_jsonl(path: str | os.PathLike, kind: str | None = None, on_error: OnError = "raise") -> ProblemSet:
     """Problems from a local JSONL file; `kind` (gsm8k/math500/aime24/amc23/generic) defaults from the name."""
-    path = Path(path)
+    from thinkfast.config import find_data_path
+
+    path = find_data_path(path, "dataset file")  # relative: working directory, then $THINKFAST_DATA, ../shared/data
     if not path.is_file():
-        raise ThinkfastError(f"dataset file {path} does not exist")
+        raise ThinkfastError(f"dataset file {path} is not a file")
     if path.stat().st_size == 0:
         raise ThinkfastError(f"dataset file {path} is empty")
     kind = kind or _infer_kind(path)

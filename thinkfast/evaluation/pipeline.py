@@ -6,7 +6,10 @@ Layout: out_dir/<model>/samples.shardNNN-of-MMM.jsonl (sampling, resumable), out
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import inspect
 import json
 import re
 import time
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from thinkfast import storage
 from thinkfast.config import to_dict
 from thinkfast.errors import ThinkfastError
 from thinkfast.evaluation import budget, store
@@ -65,49 +69,85 @@ def _batches(todo: list[tuple[int, list[int]]], per_batch: int) -> list[list[tup
     return out
 
 
+def problem_key(problem_id: str) -> int:
+    """A stable 62-bit identity of a problem, for its samples' seeds."""
+    return int.from_bytes(hashlib.blake2b(str(problem_id).encode("utf-8"), digest_size=8).digest(), "big") >> 2
+
+
+def _accepts(fn, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def sample_model(cfg: EvalConfig, spec: ModelSpec, problems: ProblemSet, loaded: LoadedModel | None = None) -> int:
-    """Sample the missing (problem, sample) rows of the selected shards; returns rows written."""
+    """Sample the missing (problem, sample) rows of the selected shards; returns rows written.
+
+    Sample j of a problem is seeded by (sampling.seed, problem id, j) when the sampler supports it (our
+    engine does): a sample redone after a kill, or sampled with another `problems_per_batch`, is the same
+    sample.  Other samplers get one seed per call (sampling.seed + first problem x n + first sample)."""
     template = load_template(cfg.prompt)
-    loaded = loaded or load_model_for_eval(spec)
-    if cfg.use_chat_template and loaded.tokenizer is None:
-        raise ThinkfastError(f"model {spec.name!r} has no tokenizer to apply a chat template; set use_chat_template: false")
+    shards = list(cfg.shards if cfg.shards is not None else range(cfg.num_shards))
+    with contextlib.ExitStack() as held:  # every selected store locked before the model loads
+        stores = {shard: held.enter_context(store.SampleStore(store.shard_path(model_dir(cfg, spec), shard, cfg.num_shards)))
+                  for shard in shards}
+        todos = {}
+        for shard in shards:
+            start, end = store.shard_range(len(problems.problems), cfg.num_shards, shard)
+            todos[shard] = [(pi, missing) for pi in range(start, end)
+                            if (missing := [j for j in range(cfg.n_samples)
+                                            if (problems.problems[pi].id, j) not in stores[shard].done])]
+        if not any(todos.values()):
+            return 0  # everything sampled already: the model is not even loaded
+        loaded = loaded or load_model_for_eval(spec)
+        if cfg.use_chat_template and loaded.tokenizer is None:
+            raise ThinkfastError(f"model {spec.name!r} has no tokenizer to apply a chat template; set use_chat_template: false")
+        by_identity = _accepts(loaded.sampler.sample, "keys") and _accepts(loaded.sampler.sample, "sample_ids")
+        prompts = {pi: render_prompt(loaded.tokenizer, template, problems.problems[pi].question, cfg.use_chat_template)
+                   for todo in todos.values() for pi, _ in todo}
+        check = getattr(loaded.sampler, "check", None)
+        if callable(check):  # refuse now, naming the problem, rather than cut samples silently
+            order = sorted(prompts)
+            try:
+                check([prompts[pi] for pi in order], cfg.sampling,
+                      [f"problem {problems.problems[pi].id} (index {pi})" for pi in order])
+            except ThinkfastError as err:
+                raise ThinkfastError(f"model {spec.name!r}: {err}") from None
+        return sum(_sample_shard(cfg, spec, problems, loaded, stores[shard], todos[shard], prompts, shard, by_identity)
+                   for shard in shards if todos[shard])
+
+
+def _sample_shard(cfg, spec, problems, loaded, sample_store, todo, prompts, shard, by_identity) -> int:
+    bar = _progress(cfg, sum(len(m) for _, m in todo), f"sample {spec.name} shard {shard}", "sample")
+    params_dict = to_dict(cfg.sampling)
     written = 0
-    for shard in cfg.shards if cfg.shards is not None else range(cfg.num_shards):
-        start, end = store.shard_range(len(problems.problems), cfg.num_shards, shard)
-        sample_store = store.SampleStore(store.shard_path(model_dir(cfg, spec), shard, cfg.num_shards))
-        todo = []
-        for pi in range(start, end):
-            pid = problems.problems[pi].id
-            missing = [j for j in range(cfg.n_samples) if (pid, j) not in sample_store.done]
-            if missing:
-                todo.append((pi, missing))
-        bar = _progress(cfg, sum(len(m) for _, m in todo), f"sample {spec.name} shard {shard}", "sample")
-        params_dict = to_dict(cfg.sampling)
-        for batch in _batches(todo, cfg.problems_per_batch):
-            first_pi, missing = batch[0][0], batch[0][1]
+    for batch in _batches(todo, cfg.problems_per_batch):
+        first_pi, missing = batch[0][0], batch[0][1]
+        batch_prompts = [prompts[pi] for pi, _ in batch]
+        t0 = time.perf_counter()
+        if by_identity:
+            seed = cfg.sampling.seed
+            keys = [problem_key(problems.problems[pi].id) for pi, _ in batch]
+            completions = loaded.sampler.sample(batch_prompts, len(missing), cfg.sampling, keys=keys, sample_ids=missing)
+        else:
             seed = None if cfg.sampling.seed is None else cfg.sampling.seed + first_pi * cfg.n_samples + missing[0]
-            params = dataclasses.replace(cfg.sampling, seed=seed)
-            prompts = [
-                render_prompt(loaded.tokenizer, template, problems.problems[pi].question, cfg.use_chat_template)
-                for pi, _ in batch
-            ]
-            t0 = time.perf_counter()
-            completions = loaded.sampler.sample(prompts, len(missing), params)
-            per_sample = (time.perf_counter() - t0) / (len(batch) * len(missing))
-            rows = []
-            for (pi, _), comps in zip(batch, completions):
-                if len(comps) != len(missing):
-                    raise ThinkfastError(f"sampler returned {len(comps)} samples for a prompt, expected {len(missing)}")
-                problem = problems.problems[pi]
-                for j, comp in zip(missing, comps):
-                    rows.append(store.make_row(
-                        problem_id=problem.id, problem_index=pi, sample_index=j, model=spec.name, params=params_dict,
-                        seed=seed, text=comp.text, num_tokens=len(comp.token_ids), finish_reason=comp.finish_reason,
-                        seconds=per_sample, gold=problem.gold,
-                    ))
-            written += sample_store.append(rows)
-            bar.update(len(rows))
-        bar.close()
+            completions = loaded.sampler.sample(batch_prompts, len(missing), dataclasses.replace(cfg.sampling, seed=seed))
+        per_sample = (time.perf_counter() - t0) / (len(batch) * len(missing))
+        rows = []
+        for (pi, _), comps in zip(batch, completions):
+            if len(comps) != len(missing):
+                raise ThinkfastError(f"sampler returned {len(comps)} samples for a prompt, expected {len(missing)}")
+            problem = problems.problems[pi]
+            for j, comp in zip(missing, comps):
+                rows.append(store.make_row(
+                    problem_id=problem.id, problem_index=pi, sample_index=j, model=spec.name, params=params_dict,
+                    seed=seed, text=comp.text, num_tokens=len(comp.token_ids), finish_reason=comp.finish_reason,
+                    seconds=per_sample, gold=problem.gold,
+                ))
+        written += sample_store.append(rows)
+        bar.update(len(rows))
+    bar.close()
     return written
 
 
@@ -219,8 +259,15 @@ def run(cfg: EvalConfig, steps: list[str] | tuple[str, ...] = STEPS) -> dict:
     out: dict = {}
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     problems = load_problem_set(cfg) if {"sample", "grade", "score"} & set(steps) else None
-    if "sample" in steps:
+    if "sample" in steps:  # each shard store locks itself: shards may be sampled by parallel processes
         out["sampled"] = {spec.name: sample_model(cfg, spec, problems) for spec in cfg.models}
+    if set(steps) - {"sample"}:
+        with storage.FolderLock(cfg.out_dir, f"evaluation folder {cfg.out_dir}"):
+            _after_sampling(cfg, steps, problems, out)
+    return out
+
+
+def _after_sampling(cfg: EvalConfig, steps, problems, out: dict) -> None:
     if "grade" in steps:
         prm = _load_prm(cfg) if cfg.prm.path else None
         with Grader(cfg.grading_timeout, cfg.grading_workers, Path(cfg.out_dir) / "verdicts.sqlite", cfg.progress) as grader:
@@ -229,7 +276,7 @@ def run(cfg: EvalConfig, steps: list[str] | tuple[str, ...] = STEPS) -> dict:
             out["grading_timeouts"] = grader.timeouts
     if "score" in steps:
         scores = {spec.name: score_model(cfg, spec, len(problems.skipped)) for spec in cfg.models}
-        (Path(cfg.out_dir) / "scores.json").write_text(json.dumps(scores, indent=1))
+        storage.atomic_write_json(Path(cfg.out_dir) / "scores.json", scores)
         out["scores"] = scores
     if "plot" in steps:
         out["plots"] = plot_scores(cfg, out.get("scores") or _read_scores(cfg))
@@ -239,4 +286,3 @@ def run(cfg: EvalConfig, steps: list[str] | tuple[str, ...] = STEPS) -> dict:
                                      if (Path(cfg.out_dir) / f"{m}.png").exists()}
         out["report"] = write_report(scores, plots, Path(cfg.out_dir) / "report.md",
                                      f"Test-time scaling on {cfg.dataset.name}")
-    return out

@@ -59,6 +59,9 @@ def plot_scaling(curves: list[Curve], metric: str, path: str | os.PathLike, titl
         ax.legend(fontsize=8)
     fig.suptitle(title or metric)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from thinkfast.storage import atomic_file
+
+    with atomic_file(path, "wb") as fh:  # a kill never leaves a truncated PNG
+        fig.savefig(fh, dpi=110, format="png")
     plt.close(fig)
     return str(path)

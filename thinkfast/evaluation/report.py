@@ -47,5 +47,7 @@ def write_report(scores: dict, plots: dict[str, str], path: str | os.PathLike, t
         if metric in plots:
             rel = os.path.relpath(plots[metric], path.parent)
             lines += ["", f"![{METRIC_NAMES[metric]}]({rel})"]
-    path.write_text("\n".join(lines) + "\n")
+    from thinkfast.storage import atomic_write_text
+
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return str(path)

@@ -4,15 +4,16 @@ Row keys (see `make_row`): problem_id, problem_index, sample_index, model, param
 num_tokens, finish_reason, seconds, gold, answer, verdict, cluster, prm_scores, prm_score.
 Appends are flushed and fsync'ed per batch; a run killed mid-write leaves at most one truncated last
 line, which `read_rows` drops (and `SampleStore` truncates away) so the rerun redoes only that batch.
+A store is locked while open: two processes never append to the same file.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from thinkfast import storage
 from thinkfast.errors import ThinkfastError
 
 Key = tuple[str, int]  # (problem_id, sample_index)
@@ -37,42 +38,35 @@ def row_key(row: dict) -> Key:
 
 def read_rows(path: str | os.PathLike, repair: bool = False) -> list[dict]:
     """All rows of a JSONL store. A bad *last* line (a killed write) is dropped (and cut off if `repair`);
-    a bad line elsewhere is corruption and raises."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with open(path, "rb") as fh:
-        data = fh.read()
-    rows: list[dict] = []
-    offset = 0
-    lines = data.split(b"\n")
-    for i, raw in enumerate(lines):
-        is_last = i == len(lines) - 1 or (i == len(lines) - 2 and lines[-1] == b"")
-        complete = i < len(lines) - 1  # followed by a newline
-        if raw.strip():
-            try:
-                if not complete:
-                    raise ValueError("no trailing newline")
-                rows.append(json.loads(raw))
-            except ValueError as err:
-                if not is_last and complete:
-                    raise ThinkfastError(f"{path} line {i + 1} is corrupt ({err}); delete the file or that line") from None
-                if repair:
-                    with open(path, "r+b") as fh:
-                        fh.truncate(offset)
-                break
-        offset += len(raw) + 1
-    return rows
+    a bad line elsewhere is corruption and raises.  (`thinkfast.storage.read_jsonl`, shared by every store.)"""
+    return storage.read_jsonl(path, repair=repair)
 
 
 class SampleStore:
-    """Append-only JSONL file of sample rows with the set of (problem, sample) keys already done."""
+    """Append-only JSONL file of sample rows with the set of (problem, sample) keys already done.
+
+    Opening a store locks it (`<file>.lock`): a second process sampling into the same store is refused
+    at once, naming the first; `close()` (or leaving a `with` block) releases it."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.rows = read_rows(self.path, repair=True)
+        self.lock = storage.FolderLock(self.path, f"sample store {self.path}").acquire()
+        try:
+            self.rows = read_rows(self.path, repair=True)
+        except BaseException:
+            self.lock.release()
+            raise
         self.done: set[Key] = {row_key(r) for r in self.rows}
+
+    def __enter__(self) -> "SampleStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.lock.release()
 
     def append(self, rows: Iterable[dict]) -> int:
         """Write new rows (keys already present are skipped); flush + fsync before returning. Returns rows written."""
@@ -85,25 +79,14 @@ class SampleStore:
             fresh.append(row)
         if not fresh:
             return 0
-        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+        storage.append_jsonl(self.path, fresh)
         self.rows.extend(fresh)
         return len(fresh)
 
 
 def write_rows(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     """Atomically replace `path` with `rows` (temp file + fsync + rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    storage.write_jsonl(path, rows)
 
 
 def shard_range(num_problems: int, num_shards: int, shard_index: int) -> tuple[int, int]:

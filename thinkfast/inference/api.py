@@ -47,10 +47,12 @@ def generate(
     **engine_kwargs,
 ) -> list[list[Completion]]:
     """One call: build an Engine (see its arguments) and sample `n` completions per prompt."""
+    params = params or SamplingParams()
     if "max_len" not in engine_kwargs:
-        params = params or SamplingParams()
         longest = max(len(p) if not isinstance(p, str) else len(tokenizer(p).input_ids) for p in prompts)
         engine_kwargs["max_len"] = longest + params.max_new_tokens
+    needed = len(prompts) * n  # no more decode slots than the request can fill
+    engine_kwargs["max_batch"] = min(engine_kwargs.get("max_batch") or needed, needed)
     engine = Engine(model, tokenizer, **engine_kwargs)
     return engine.generate(prompts, params, n=n)
 
@@ -69,5 +71,13 @@ class EngineSampler:
         model, tokenizer = load_for_generation(spec)
         return cls(Engine(model, tokenizer, max_len=max_len, **engine_kwargs))
 
-    def sample(self, prompts: list[str], n: int, params: SamplingParams) -> list[list[Completion]]:
-        return self.engine.generate(prompts, params, n=n)
+    def sample(self, prompts: list[str], n: int, params: SamplingParams, keys: list[int] | None = None,
+               sample_ids: list[int] | None = None) -> list[list[Completion]]:
+        """`keys`: a stable integer identity per prompt (e.g. a hash of the problem id); `sample_ids`: the
+        identity of each of the n samples (e.g. which of a problem's samples these are).  Sample j of
+        prompt i is then seeded by (params.seed, keys[i], sample_ids[j]), whatever else is in the batch."""
+        return self.engine.generate(prompts, params, n=n, keys=keys, sample_ids=sample_ids)
+
+    def check(self, prompts: list[str], params: SamplingParams, labels: list[str] | None = None) -> None:
+        """Refuse, before any sampling, prompts the engine would cut short or run past the model's positions."""
+        self.engine.check_prompts(self.engine.encode(prompts), params, labels, strict=True)

@@ -44,6 +44,8 @@ class _Request:
     index: int
     ids: list[int]
     pending: list[int]  # sample indices not yet admitted
+    key: int = 0  # stable identity of the prompt for its samples' seeds (default: its index)
+    sample_ids: list[int] | None = None  # identity of each sample for its seed (default: its index)
 
 
 @dataclass
@@ -88,6 +90,36 @@ def encode_prompts(tokenizer, prompts) -> list[list[int]]:
     return out
 
 
+def check_request(prompt_lengths: list[int], max_new_tokens: int, max_len: int, max_positions: int | None = None,
+                  labels: list[str] | None = None, strict: bool = False) -> None:
+    """Raise a ThinkfastError naming the first prompt an engine cannot serve: empty, longer than max_len,
+    or one whose generation would run past the model's positions (max_position_embeddings: the output
+    would be garbage).  With `strict`, also one whose max_new_tokens would be cut short by max_len
+    (without it the engine cuts such samples at max_len and reports them as `length`)."""
+    for i, n in enumerate(prompt_lengths):
+        name = labels[i] if labels is not None else f"prompt {i}"
+        if n == 0:
+            raise ThinkfastError(f"{name} is empty")
+        if max_positions and n > max_positions:
+            raise ThinkfastError(f"{name} has {n} tokens, more than the model's {max_positions} positions "
+                                 "(max_position_embeddings): shorten it")
+        if n > max_len:
+            raise ThinkfastError(f"{name} has {n} tokens, more than the engine's max_len={max_len}")
+        wanted = n + max_new_tokens - 1  # cache positions the longest sample would use
+        used = min(wanted, max_len)
+        if max_positions and used > max_positions:
+            raise ThinkfastError(
+                f"{name} has {n} tokens; with max_new_tokens={max_new_tokens} it would run to position {used}, "
+                f"past the model's {max_positions} positions (max_position_embeddings): lower max_new_tokens to "
+                f"{max_positions - n + 1} or less"
+            )
+        if strict and wanted > max_len:
+            raise ThinkfastError(
+                f"{name} has {n} tokens, so max_new_tokens={max_new_tokens} needs max_len >= {wanted}, but the "
+                f"engine's max_len is {max_len}: its samples would be cut short; raise max_len"
+            )
+
+
 class Engine:
     def __init__(
         self,
@@ -118,6 +150,7 @@ class Engine:
         self.prefill_tokens = int(prefill_tokens)
         self.progress = progress
         self.capacity = max(self.max_len, self.sync_every)
+        self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
         self.plan = plan_slots(self.model, self.capacity, self.dtype, self.device, max_batch, self.prefill_tokens)
         if self.plan.slots < 1:
             raise ThinkfastError(f"no decode slot fits in memory: {self.plan.reason}. Lower max_len or free memory.")
@@ -219,7 +252,8 @@ class Engine:
             self.state.copy_slots(torch.tensor(src, device=dev), torch.tensor(dst, device=dev), upto=longest)
         all_slots = [s for _, _, slots in groups for s in slots]
         rows = torch.tensor([row for row, (_, _, slots) in enumerate(groups) for _ in slots], device=dev)
-        seeds = [sequence_seed(base_seed, req.index, i) for req, take, _ in groups for i in take]
+        seeds = [sequence_seed(base_seed, req.key, req.sample_ids[i] if req.sample_ids else i)
+                 for req, take, _ in groups for i in take]
         slot_t = torch.tensor(all_slots, device=dev)
         self.temperature[slot_t] = float(params.temperature)
         self.top_k[slot_t] = int(params.top_k)
@@ -254,24 +288,38 @@ class Engine:
         for seq, count, row in zip(seqs, counts, values):
             seq.tokens.extend(row[:count])
 
+    def check_prompts(self, prompt_ids: list[list[int]], params: SamplingParams, labels: list[str] | None = None,
+                      strict: bool = False) -> None:
+        """See `check_request`."""
+        check_request([len(ids) for ids in prompt_ids], params.max_new_tokens, self.max_len, self.max_positions,
+                      labels, strict)
+
     @torch.no_grad()
     def generate(
-        self, prompts, params: SamplingParams | None = None, n: int = 1, progress: bool | None = None
+        self, prompts, params: SamplingParams | None = None, n: int = 1, progress: bool | None = None,
+        keys: list[int] | None = None, sample_ids: list[int] | None = None,
     ) -> list[list[Completion]]:
-        """Sample `n` completions for every prompt (strings as-is, or token id lists)."""
+        """Sample `n` completions for every prompt (strings as-is, or token id lists).
+
+        `keys` (optional) gives each prompt a stable integer identity: sample j of prompt i is seeded by
+        (params.seed, keys[i], j) instead of (params.seed, i, j), so a prompt's samples do not depend on
+        which other prompts share the call (resumed or re-batched work repeats exactly).  `sample_ids`
+        (optional, n of them) does the same for the samples: result[i][j] is seeded by sample_ids[j]."""
         params = params or SamplingParams()
         params.validate()
         if n < 1:
             raise ThinkfastError(f"n must be >= 1, got {n}")
         prompt_ids = self.encode(list(prompts))
-        for i, ids in enumerate(prompt_ids):
-            if not ids:
-                raise ThinkfastError(f"prompt {i} is empty")
-            if len(ids) > self.max_len:
-                raise ThinkfastError(f"prompt {i} has {len(ids)} tokens, more than the engine's max_len={self.max_len}")
+        if keys is not None and len(keys) != len(prompt_ids):
+            raise ThinkfastError(f"{len(keys)} keys for {len(prompt_ids)} prompts")
+        if sample_ids is not None and len(sample_ids) != n:
+            raise ThinkfastError(f"{len(sample_ids)} sample_ids for n={n}")
+        self.check_prompts(prompt_ids, params)
         mode = SamplerMode.from_params(params)
         base_seed = params.seed if params.seed is not None else random.getrandbits(62)
-        queue = deque(_Request(i, ids, list(range(n))) for i, ids in enumerate(prompt_ids))
+        queue = deque(_Request(i, ids, list(range(n)), i if keys is None else int(keys[i]),
+                               None if sample_ids is None else [int(j) for j in sample_ids])
+                      for i, ids in enumerate(prompt_ids))
         free = list(range(self.num_slots))[::-1]
         active: dict[int, _Sequence] = {}
         results: list[list[Completion | None]] = [[None] * n for _ in prompt_ids]

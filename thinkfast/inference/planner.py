@@ -11,6 +11,7 @@ one prefill chunk through the reference kernels.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -18,6 +19,40 @@ import torch
 log = logging.getLogger("thinkfast.engine")
 
 DEFAULT_SLOT_CAP = 1024  # without max_batch: more rows rarely add throughput and cost host time
+CPU_SLOT_CAP = 64  # on a CPU, without max_batch
+CPU_MEMORY_FRACTION = 0.7  # of the host's available memory the decode state may take
+
+
+def _cgroup_room() -> int | None:
+    """Bytes left under this container's memory limit (cgroup v2), or None without one."""
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        used = open("/sys/fs/cgroup/memory.current").read().strip()
+    except OSError:
+        return None
+    if not limit.isdigit() or not used.isdigit():
+        return None  # "max": no limit
+    return max(0, int(limit) - int(used))
+
+
+def host_available_bytes() -> int | None:
+    """Memory the host can still give this process (MemAvailable, and the container's limit), or None."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    room = _cgroup_room()
+    return avail if room is None else min(avail, room)
 
 
 @dataclass
@@ -84,9 +119,22 @@ def plan_slots(
             + (f"capped by max_batch={max_batch}" if max_batch else f"capped at {DEFAULT_SLOT_CAP}")
         )
     else:
-        fit = max_batch or 64
-        slots = fit
-        reason = f"{slots} slots on {device.type} ({'max_batch' if max_batch else 'default'}; no memory planning)"
+        # host memory: size the pool to what is available, so a long request fails here with a message
+        # instead of the process being killed for memory half-way through allocating it
+        avail = host_available_bytes()
+        cap = max_batch or CPU_SLOT_CAP
+        if avail is None:
+            fit = cap
+            reason = f"{cap} slots on {device.type} ({'max_batch' if max_batch else 'default'}; available memory unknown)"
+        else:
+            usable = int(avail * CPU_MEMORY_FRACTION) - prefill_ws
+            fit = max(0, usable // (per_slot + per_row))
+            reason = (
+                f"{fit} slots fit in {avail / 2**30:.1f} GiB available host memory "
+                f"({per_slot / 2**20:.1f} MiB state + {per_row / 2**20:.1f} MiB workspace per slot of {capacity} tokens); "
+                + (f"capped by max_batch={max_batch}" if max_batch else f"capped at {CPU_SLOT_CAP}")
+            )
+        slots = min(fit, cap)
     plan = MemoryPlan(
         slots=int(slots),
         fit=int(fit),

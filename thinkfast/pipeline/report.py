@@ -9,6 +9,7 @@ import shutil
 from thinkfast.evaluation.budget import describe_timing
 from thinkfast.pipeline.config import RunConfig
 from thinkfast.pipeline.summary import fidelity_section, pareto_section, run_summary
+from thinkfast.storage import atomic_write_text
 
 METRIC_TITLES = {"pass": "coverage (pass@k)", "maj": "accuracy (majority vote, maj@k)"}
 
@@ -165,9 +166,9 @@ def write_run_report(cfg: RunConfig, paths, results: dict) -> dict:
         budget_figures[name] = figures
     lines += pareto_section(summary)
     lines += ["", HOW_TO_READ]
-    (paths.report / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    (paths.report / "report.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(paths.report / "summary.json", json.dumps(summary, indent=1, default=str))
     everything = {"config_out_dir": str(paths.root), "stages": results, "budget_tables": budget_figures}
-    (paths.report / "report.json").write_text(json.dumps(everything, indent=1, default=str))
+    atomic_write_text(paths.report / "report.json", json.dumps(everything, indent=1, default=str))
+    atomic_write_text(paths.report / "report.md", "\n".join(lines) + "\n")
     print(f"  report: {paths.report / 'report.md'}")
     return {"report": paths.rel(paths.report / "report.md"), "json": paths.rel(paths.report / "report.json")}

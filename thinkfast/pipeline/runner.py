@@ -3,16 +3,18 @@
 A stage's marker is written (atomically) only when it finishes, so a killed run restarts the
 interrupted stage — which itself resumes its own long work (training checkpoints, the sample
 store, the KD file) — and skips every finished one.  `from_stage` forgets that stage and all
-later ones (and their outputs) and runs them again.
+later ones (and their outputs) and runs them again.  The run folder is locked while a run works in
+it (a second run on it is refused at once, naming the first), and what a killed writer left behind
+(`*.tmp<pid>` files and folders) is removed before any stage starts.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 
+from thinkfast import faults, storage
 from thinkfast.config import save_config, to_dict
 from thinkfast.errors import ThinkfastError
 from thinkfast.pipeline.config import RunConfig
@@ -41,23 +43,48 @@ def _outputs_of(stage: str, paths: RunPaths, cfg: RunConfig) -> list:
 
 
 def _write_json(path, data) -> None:
-    tmp = path.with_suffix(".partial")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    storage.atomic_write_json(path, data)
 
 
 def _check_same_config(cfg: RunConfig, paths: RunPaths, from_stage: str | None) -> None:
+    """A changed config may not reuse finished stages (unless --from says which to redo).  While no
+    stage has finished, nothing is cached: the new config replaces the old one, and the interrupted
+    first stage's partial outputs, made with the old config, are removed."""
     saved = paths.root / "config.yaml"
     if saved.is_file() and from_stage is None:
         from thinkfast.config import load_yaml
 
         before, now = load_yaml(saved), json.loads(json.dumps(to_dict(cfg)))
         before.pop("out_dir", None), now.pop("out_dir", None)  # a run directory may be moved
-        if before != now:
-            raise ThinkfastError(
-                f"{paths.root} holds a run made with a different config ({saved}); rerun with --from STAGE to redo "
-                "from the first stage the change affects, or choose another out_dir"
-            )
+        if before == now:
+            return
+        if not any((paths.stages / f"{stage}.json").is_file() for stage in STAGES):
+            print(f"note: {paths.root} holds no finished stage of its earlier config; starting over with this one")
+            _forget(STAGES[0], paths, cfg, _previous_config(before, cfg))
+            return
+        raise ThinkfastError(
+            f"{paths.root} holds a run made with a different config ({saved}); rerun with --from STAGE to redo "
+            "from the first stage the change affects, or choose another out_dir"
+        )
+
+
+def _previous_config(data: dict, fallback: RunConfig) -> RunConfig:
+    """The earlier config (to find its outputs); the current one if it no longer loads."""
+    from thinkfast.config import from_dict
+
+    try:
+        return from_dict(RunConfig, {**data, "out_dir": fallback.out_dir})
+    except ThinkfastError:
+        return fallback
+
+
+def _forget(from_stage: str, paths: RunPaths, *cfgs: RunConfig) -> None:
+    """Remove the markers and outputs of `from_stage` and every later stage."""
+    for stage in STAGES[STAGES.index(from_stage):]:
+        (paths.stages / f"{stage}.json").unlink(missing_ok=True)
+        for cfg in cfgs:
+            for out in _outputs_of(stage, paths, cfg):
+                shutil.rmtree(out, ignore_errors=True)
 
 
 def _eta(done_seconds: dict, remaining: list[str], timings_before: dict) -> float:
@@ -76,14 +103,17 @@ def run_pipeline(cfg: RunConfig, from_stage: str | None = None, until: str | Non
         if value is not None and value not in STAGES:
             raise ThinkfastError(f"{name} {value!r} is not a stage; stages are {list(STAGES)}")
     paths = RunPaths(cfg.out_dir)
+    with storage.FolderLock(paths.root, f"run folder {paths.root}"):
+        return _run_locked(cfg, paths, from_stage, until)
+
+
+def _run_locked(cfg: RunConfig, paths: RunPaths, from_stage: str | None, until: str | None) -> dict:
+    storage.remove_temp_files(paths.root, recursive=True)  # left by a killed run; we hold the lock
     _check_same_config(cfg, paths, from_stage)
     paths.stages.mkdir(parents=True, exist_ok=True)
     save_config(cfg, paths.root / "config.yaml")
     if from_stage is not None:
-        for stage in STAGES[STAGES.index(from_stage):]:
-            (paths.stages / f"{stage}.json").unlink(missing_ok=True)
-            for out in _outputs_of(stage, paths, cfg):
-                shutil.rmtree(out, ignore_errors=True)
+        _forget(from_stage, paths, cfg)
     timings_file = paths.stages / "timings.json"
     timings_before = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     stop = STAGES.index(until) + 1 if until else len(STAGES)
@@ -99,9 +129,11 @@ def run_pipeline(cfg: RunConfig, from_stage: str | None = None, until: str | Non
             continue
         left = _eta(done_seconds, list(STAGES[index:stop]), timings_before)
         print(f"{header}: running (elapsed {time.time() - start:.0f} s, about {left / 60:.1f} min left)", flush=True)
+        faults.point("stage-start", stage)
         t0 = time.time()
         results[stage] = STAGE_FUNCTIONS[stage](cfg, paths, results)
         done_seconds[stage] = time.time() - t0
+        faults.point("stage-end", stage)
         _write_json(marker, results[stage])
         timings_before[stage] = done_seconds[stage]
         _write_json(timings_file, timings_before)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from thinkfast import storage
 from thinkfast.config import from_dict
 from thinkfast.errors import ThinkfastError
 from thinkfast.pipeline.config import RunConfig
@@ -102,8 +103,8 @@ def _kd_prompts(cfg: RunConfig, path: Path, heldout_path: Path) -> tuple[int, in
     if k.heldout_problems and not held:  # no GSM8K: hold out synthetic problems of another seed
         held = [{"question": p.question, "answer": p.gold}
                 for p in synthetic_problems(k.heldout_problems, k.synthetic_steps, seed=cfg.seed + 2000).problems]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    heldout_path.write_text("".join(json.dumps(r) + "\n" for r in held))
+    storage.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    storage.atomic_write_text(heldout_path, "".join(json.dumps(r) + "\n" for r in held))
     return len(rows), len(held)
 
 
@@ -134,12 +135,12 @@ def stage_kd_data(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
             continue
         generate_kd_data(cfg.teacher, str(source), str(target), params, kd_prompt_data(cfg, source), n=n,
                          batch_size=k.batch_size, keep_truncated=k.keep_truncated, device=str(_device(cfg)))
-    rows = [json.loads(line) for line in kd.read_text().splitlines() if line.strip()] if kd.is_file() else []
+    rows = storage.read_jsonl(kd) if kd.is_file() else []
     if not rows:
         raise ThinkfastError(
             "the teacher finished no answer within kd_data.max_new_tokens: raise it, or set kd_data.keep_truncated"
         )
-    held_rows = sum(1 for line in heldout.read_text().splitlines() if line.strip()) if heldout.is_file() else 0
+    held_rows = len(storage.read_jsonl(heldout)) if heldout.is_file() else 0
     out = {"prompts": n_prompts, "examples": len(rows), "path": paths.rel(kd), "seconds": time.time() - t0,
            "mean_tokens": sum(r.get("num_tokens", 0) for r in rows) / len(rows)}
     if held_rows:
@@ -179,16 +180,16 @@ def _final_dir(recipe: str, output_dir: Path, train_cfg) -> Path:
 
 def _train_one(cfg: RunConfig, paths: RunPaths, recipe: str, student_path: Path, output_dir: Path, overrides: dict,
                data_path: Path, heldout_path: Path | None = None) -> dict:
-    from thinkfast.training.checkpoint import load_checkpoint
+    from thinkfast.training.checkpoint import has_checkpoint
     from thinkfast.training.metrics import read_metrics
     from thinkfast.training.recipes import run as run_recipe
 
     train_cfg = _train_config(cfg, recipe, str(student_path), output_dir, overrides, str(data_path),
                               str(heldout_path) if heldout_path is not None else None)
     final = _final_dir(recipe, output_dir, train_cfg)
-    if not (final / "config.json").is_file():
+    if not storage.model_dir_complete(final):
         dirs = [output_dir, output_dir / "align"] if recipe != "mohawk" else sorted(output_dir.glob("stage*"))
-        resume = any(load_checkpoint(d) is not None for d in dirs)
+        resume = any(has_checkpoint(d) for d in dirs)
         run_recipe(train_cfg, resume=resume)
     metrics_files = ([output_dir / "align" / "metrics.jsonl", output_dir / "metrics.jsonl"] if recipe != "mohawk"
                      else sorted(output_dir.glob("stage*/metrics.jsonl")))

@@ -115,6 +115,7 @@ class GRPOConfig:
     device: str = "auto"
     activation_checkpointing: bool = False
     save_every: int = 50
+    keep_checkpoint: bool = False  # keep checkpoint/ after final/ is saved (to extend the run later with --resume)
     log_every: int = 1
     distributed: str = "ddp"
     progress: bool = True

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import torch
 import torch.distributed as dist
 
+from thinkfast import storage
 from thinkfast.config import save_config
 from thinkfast.errors import ThinkfastError
 from thinkfast.inference.engine import encode_prompts
@@ -132,9 +133,32 @@ def grpo_train(
         raise ThinkfastError(f"{len(prompts)} prompts but {len(golds)} gold answers")
     device, info = setup_device(cfg.device)
     cfg.check_world(info.world_size)
-    torch.manual_seed(cfg.seed)
     output_dir = Path(cfg.output_dir)
+    lock = storage.FolderLock(output_dir, f"GRPO folder {output_dir}") if info.main else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _grpo_locked(cfg, policy, tokenizer, prompts, golds, reward_fn, resume, on_step, reference, device,
+                            info, output_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _grpo_locked(cfg, policy, tokenizer, prompts, golds, reward_fn, resume, on_step, reference, device, info,
+                 output_dir: Path) -> GRPOResult:
+    torch.manual_seed(cfg.seed)
+    if info.main:
+        ckpt.clean(output_dir)  # temporary files of a killed save (we hold the folder's lock)
+    barrier(info)
     found = ckpt.load_checkpoint(output_dir)
+    if found is None and storage.model_dir_complete(output_dir / "final"):
+        if not resume:
+            raise ThinkfastError(
+                f"{output_dir} already holds a finished policy ({output_dir / 'final'}): choose another output_dir, "
+                "or pass --resume to accept it as it is"
+            )
+        return GRPOResult(final_dir=output_dir / "final")
     if found is not None and not resume:
         raise ThinkfastError(
             f"{output_dir} already holds a checkpoint (step {found['step']}): pass --resume to continue it, "
@@ -167,7 +191,7 @@ def grpo_train(
         optimizer.load_state_dict(found["optimizer"])
         scheduler.load_state_dict(found["scheduler"])
         sampler.load_state_dict(found["sampler"])
-        ckpt.restore_rng(output_dir, info.rank)
+        ckpt.restore_rng(found, output_dir, info.rank)
         start = int(found["step"])
     if info.main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -188,13 +212,11 @@ def grpo_train(
     result = GRPOResult()
 
     def save(step: int) -> None:
-        ckpt.atomic_save(ckpt.rng_state(), ckpt.rng_path(output_dir, info.rank))
-        if info.main:
-            state = {
-                "step": step, "model": policy.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(), "world_size": info.world_size,
-            }
-            ckpt.atomic_save(state, ckpt.checkpoint_path(output_dir))
+        state = {
+            "step": step, "model": policy.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(), "world_size": info.world_size,
+        }
+        ckpt.save_checkpoint(output_dir, state, info)
         barrier(info)
 
     if device.type == "cuda":
@@ -345,9 +367,12 @@ def grpo_train(
         save(cfg.max_steps)
     if info.main:
         final = output_dir / "final"
-        policy.save_pretrained(str(final), safe_serialization=True)
-        if hasattr(tokenizer, "save_pretrained"):
-            tokenizer.save_pretrained(str(final))
+        with storage.atomic_dir(final) as tmp:  # final/ appears whole or not at all
+            policy.save_pretrained(str(tmp), safe_serialization=True)
+            if hasattr(tokenizer, "save_pretrained"):
+                tokenizer.save_pretrained(str(tmp))
+        if not cfg.keep_checkpoint:
+            ckpt.discard(output_dir)
         result.final_dir = final
     barrier(info)
     close = getattr(reward_fn, "close", None)

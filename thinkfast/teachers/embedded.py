@@ -134,6 +134,15 @@ def embedded_teacher_dir(name: str) -> Path:
     if (hf_dir / "config.json").is_file() and (hf_dir / "model.safetensors").is_file():
         return hf_dir
     root.mkdir(parents=True, exist_ok=True)
+    from thinkfast.storage import FolderLock
+
+    with FolderLock(root, f"the teacher cache {root}", wait=True):  # two first uses at once: one builds it
+        if (hf_dir / "config.json").is_file() and (hf_dir / "model.safetensors").is_file():
+            return hf_dir
+        return _build_hf_dir(name, root, hf_dir)
+
+
+def _build_hf_dir(name: str, root: Path, hf_dir: Path) -> Path:
     gguf_path = _fetch_gguf(name, root)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from thinkfast.config import check_local_model_path
 from thinkfast.errors import ThinkfastError
 from thinkfast.teachers.embedded import EMBEDDED_TEACHERS, embedded_teacher_dir
 from thinkfast.teachers.families import check_family
@@ -21,6 +22,7 @@ def _resolve(spec: str) -> tuple[str, dict]:
         if not path.is_file():
             raise ThinkfastError(f"GGUF file {path} does not exist")
         return str(path.parent), {"gguf_file": path.name}
+    check_local_model_path(spec)  # not tried as a hub id ("Repo id must be in the form ...")
     if path.exists() and not (path / "config.json").is_file():
         raise ThinkfastError(f"{path} is not a model directory (no config.json in it)")
     return spec, {}  # local directory or hub name

@@ -164,6 +164,7 @@ class TrainConfig:
     activation_checkpointing: bool = False
     compile: bool = False  # torch.compile the student's decoder-block glue (norms, residual adds, MLP); mixers stay eager
     save_every: int = 500  # steps between checkpoints (0: only the final one)
+    keep_checkpoint: bool = False  # keep checkpoint/ after final/ is saved (to extend the run later with --resume)
     log_every: int = 1
     distributed: str = "ddp"  # ddp | fsdp (only used under torchrun with >1 process)
     progress: bool = True
@@ -199,3 +200,12 @@ class TrainConfig:
             )
         if self.distributed not in ("ddp", "fsdp"):
             raise ThinkfastError(f"distributed {self.distributed!r} must be ddp or fsdp")
+
+    def check_paths(self) -> None:
+        """Local model paths that do not exist, named before anything loads (not in `validate`: a shipped
+        config may name a folder an earlier run will create)."""
+        from thinkfast.config import check_local_model_path
+
+        check_local_model_path(self.teacher, "teacher")
+        check_local_model_path(self.student.path, "student.path")
+        check_local_model_path(self.tokenizer, "tokenizer")

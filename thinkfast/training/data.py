@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable
 
+from thinkfast.config import find_data_path
 from thinkfast.errors import ThinkfastError
 from thinkfast.training.config import DataConfig
 
@@ -50,26 +50,67 @@ def read_records(path: str, split: str = "train", limit: int | None = None) -> l
         if limit is not None:
             ds = ds.select(range(min(limit, len(ds))))
         return [dict(row) for row in ds]
-    p = Path(path).expanduser()
+    p = find_data_path(path)  # relative paths: the working directory, then $THINKFAST_DATA, ../shared/data
     if p.is_dir():
         files = sorted(p.glob("*.jsonl"))
-    elif p.is_file():
-        files = [p]
+        if not files:
+            raise ThinkfastError(f"data folder {p} holds no .jsonl file")
     else:
-        raise ThinkfastError(f"data path {path} does not exist (give a .jsonl file, a directory of them, or hf:<name>)")
+        files = [p]
     records: list[dict] = []
     for f in files:
-        with open(f) as fh:
+        with open(f, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
                 try:
-                    records.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise ThinkfastError(f"{f}:{lineno} is not valid JSON: {err}") from err
+                    raise ThinkfastError(f"{f}:{lineno} is not valid JSON: {err}") from None
+                if not isinstance(record, dict):
+                    raise ThinkfastError(
+                        f"{f}:{lineno} is a JSON {_kind(record)}, not an object: each line must be one record "
+                        "like {\"question\": ..., \"answer\": ...} or {\"messages\": [...]}"
+                    )
+                records.append(record)
                 if limit is not None and len(records) >= limit:
                     return records
     return records
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "null"
+    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number", dict: "object"}.get(
+        type(value), type(value).__name__)
+
+
+def _text(record: dict, key: str, what: str) -> str:
+    """The text of a prompt / response field: a string (or a number); null, lists and objects are refused
+    rather than trained on as their Python repr ("None")."""
+    value = record[key]
+    if isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return str(value)
+    raise ThinkfastError(f"field {key!r} ({what}) is {_kind(value) if value is None else 'a ' + _kind(value)}, not text")
+
+
+def _messages(record: dict) -> list[dict]:
+    raw = record["messages"]
+    if not isinstance(raw, list) or not raw:
+        raise ThinkfastError(f"`messages` must be a non-empty list of {{role, content}} objects, got {_kind(raw)}")
+    out = []
+    for k, m in enumerate(raw, 1):
+        if not isinstance(m, dict):
+            raise ThinkfastError(f"message {k} is a {_kind(m)}, not a {{role, content}} object")
+        for key in ("role", "content"):
+            if key not in m:
+                raise ThinkfastError(f"message {k} has no `{key}` (fields: {sorted(m)})")
+        if not isinstance(m["role"], str) or not m["role"]:
+            raise ThinkfastError(f"message {k}: `role` must be a string such as user or assistant, got {m['role']!r}")
+        if not isinstance(m["content"], str):
+            raise ThinkfastError(f"message {k} ({m['role']}): `content` is {_kind(m['content'])}, not text")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
 
 
 def _pick(record: dict, explicit: str | None, candidates: tuple[str, ...], what: str) -> str | None:
@@ -83,7 +124,7 @@ def _pick(record: dict, explicit: str | None, candidates: tuple[str, ...], what:
 def record_to_messages(record: dict, cfg: DataConfig, with_response: bool = True) -> list[dict]:
     """One record -> chat messages; `with_response=False` gives the prompt only (for generation)."""
     if cfg.format in ("auto", "messages") and "messages" in record:
-        messages = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
+        messages = _messages(record)
         if not with_response:
             while messages and messages[-1]["role"] == "assistant":
                 messages.pop()
@@ -101,9 +142,9 @@ def record_to_messages(record: dict, cfg: DataConfig, with_response: bool = True
     messages = []
     if cfg.system_prompt:
         messages.append({"role": "system", "content": cfg.system_prompt})
-    messages.append({"role": "user", "content": cfg.prompt_template.format(prompt=str(record[prompt_key]))})
+    messages.append({"role": "user", "content": cfg.prompt_template.format(prompt=_text(record, prompt_key, "prompt"))})
     if with_response:
-        messages.append({"role": "assistant", "content": str(record[response_key])})
+        messages.append({"role": "assistant", "content": _text(record, response_key, "response")})
     return messages
 
 
@@ -172,7 +213,7 @@ def tokenize_record(tokenizer, record: dict, cfg: DataConfig) -> Document:
     """Plain `text` records (pretraining-style data such as FineMath) are trained on every token,
     with the teacher's BOS first when its tokenizer uses one (`text_bos_id`)."""
     if cfg.format in ("auto", "text") and "text" in record and "messages" not in record:
-        ids = list(tokenizer(str(record["text"]), add_special_tokens=False)["input_ids"])
+        ids = list(tokenizer(_text(record, "text", "text"), add_special_tokens=False)["input_ids"])
         bos = text_bos_id(tokenizer)
         if bos is not None and (not ids or ids[0] != bos):
             ids.insert(0, bos)
@@ -185,7 +226,12 @@ def tokenize_record(tokenizer, record: dict, cfg: DataConfig) -> Document:
 def load_documents(cfg: DataConfig, tokenizer, records: Iterable[dict] | None = None) -> list[Document]:
     if records is None:
         records = read_records(cfg.path, cfg.split, cfg.max_examples)
-    docs = [tokenize_record(tokenizer, r, cfg) for r in records]
+    docs = []
+    for i, record in enumerate(records):
+        try:
+            docs.append(tokenize_record(tokenizer, record, cfg))
+        except ThinkfastError as err:
+            raise ThinkfastError(f"data {cfg.path!r} record {i + 1}: {err}") from None
     if cfg.max_examples is not None:
         docs = docs[: cfg.max_examples]
     docs = [d for d in docs if len(d.input_ids) >= 2]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+
+from thinkfast import storage
 
 
 class MetricsLog:
@@ -16,9 +17,8 @@ class MetricsLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.is_file():  # drop rows the resumed run will redo
-            rows = [line for line in self.path.read_text().splitlines() if line.strip()]
-            kept = [r for r in rows if json.loads(r).get("step", 0) <= resume_step]
-            self.path.write_text("".join(r + "\n" for r in kept))
+            rows = storage.read_jsonl(self.path)  # a row torn by the kill is dropped
+            storage.write_jsonl(self.path, [r for r in rows if r.get("step", 0) <= resume_step])
         elif resume_step is None and self.path.is_file():
             self.path.unlink()
         try:
@@ -32,8 +32,7 @@ class MetricsLog:
         if not self.enabled:
             return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(clean) + "\n")
+        storage.append_jsonl(self.path, [clean])
         if self.tb is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "step":
@@ -45,4 +44,4 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return storage.read_jsonl(path)

@@ -71,9 +71,16 @@ def collate(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}  # each (b, L)
 
 
+def trains_within(doc: Document, seq_len: int) -> bool:
+    """Whether the document has a trained target inside its first `seq_len` tokens (targets are shifted:
+    position t predicts label t+1)."""
+    return any(lab != IGNORE for lab in doc.labels[1:seq_len])
+
+
 def check_lengths(docs: list[Document], seq_len: int, packing: bool) -> None:
     """Without packing every prompt must leave room for at least one trained token; with packing
-    (long documents are truncated) at least some must, and a warning counts those that do not."""
+    (long documents are truncated) at least some must, and a warning counts those that do not (the
+    loader drops them: rows of them alone would be steps with nothing to train)."""
     if packing:
         lost = sum(d.prompt_length + 1 > seq_len for d in docs)
         if lost == len(docs):
@@ -83,7 +90,7 @@ def check_lengths(docs: list[Document], seq_len: int, packing: bool) -> None:
             )
         if lost:
             warnings.warn(f"{lost} of {len(docs)} documents have prompts of seq_len={seq_len} tokens or more and "
-                          "train on nothing (truncated)", stacklevel=2)
+                          "would train on nothing (truncated): they are left out", stacklevel=2)
         return
     longest = max(d.prompt_length for d in docs)
     if longest + 1 > seq_len:
@@ -120,6 +127,9 @@ class PackedLoader:
         if not docs:
             raise ThinkfastError("no documents to train on")
         check_lengths(docs, seq_len, packing)
+        docs = [d for d in docs if trains_within(d, seq_len)]  # untrainable documents only make empty steps
+        if not docs:
+            raise ThinkfastError(f"no document has a trained token within data.seq_len={seq_len}")
         self.docs, self.seq_len, self.packing, self.shuffle = docs, seq_len, packing, shuffle
         self.micro, self.accum, self.rank, self.world = micro_batch_size, grad_accum, rank, world_size
         self.seed, self.pad_id = seed, pad_id

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from thinkfast.errors import ThinkfastError
+from thinkfast.storage import model_dir_complete
 from thinkfast.training.config import DataConfig, TrainConfig
 from thinkfast.training.data import load_documents
 from thinkfast.training.distributed import DistInfo, setup_device
@@ -245,7 +246,7 @@ def run_mohawk(cfg: TrainConfig, resume: bool = False, on_step=None) -> list[Tra
     results = []
     for index, (stage, loader) in enumerate(zip(cfg.stages, loaders)):
         stage_dir = Path(cfg.output_dir) / f"stage{index + 1}-{stage.stage}"
-        if (stage_dir / "final" / "config.json").is_file():  # finished earlier: continue from its result
+        if model_dir_complete(stage_dir / "final"):  # finished earlier: continue from its result
             student = ThinkfastForCausalLM.from_pretrained(str(stage_dir / "final"), dtype=torch.float32)
             continue
         student = _finish_student(student, cfg)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from thinkfast import faults, storage
 from thinkfast.config import save_config
 from thinkfast.errors import ThinkfastError
 from thinkfast.training import checkpoint as ckpt
@@ -92,6 +93,19 @@ class UpdateGuard:
             raise NonFiniteLoss(float(loss_sum))
         optimizer.step()
         return self.skipped
+
+
+def _check_positions(task, micro: list[dict], step: int, cfg: TrainConfig, info: DistInfo, device) -> None:
+    """A step with no trained position anywhere would report loss 0 and learn nothing: refuse it."""
+    count = float(sum(task.count(b) for b in micro))
+    if info.enabled:  # one small all-reduce: a rank may hold none while others do
+        count = float(all_reduce_sum(torch.tensor([count], device=device), info).item())
+    if count == 0:
+        raise ThinkfastError(
+            f"step {step} has no trained positions (every response in its rows was cut off by "
+            f"data.seq_len={cfg.data.seq_len}, or its examples have no assistant turn): it would report loss "
+            "0 and learn nothing. Raise data.seq_len or remove those examples"
+        )
 
 
 def train_step(task, model, micro: list[dict], optimizer, scheduler, params, cfg: TrainConfig, info: DistInfo,
@@ -188,7 +202,30 @@ def train(
     on_step=None,  # callback(step, loss) after each optimizer step (tests use it to interrupt)
 ) -> TrainResult:
     output_dir = Path(output_dir)
+    lock = storage.FolderLock(output_dir, f"training folder {output_dir}") if info.main else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train_locked(task, loader, cfg, output_dir, max_steps, lr, info, device, resume, on_step)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(task, loader, cfg: TrainConfig, output_dir: Path, max_steps: int, lr: float, info: DistInfo,
+                  device: torch.device, resume: bool, on_step) -> TrainResult:
+    if info.main:
+        ckpt.clean(output_dir)  # temporary files of a killed save (we hold the folder's lock)
+    barrier(info)
     found = ckpt.load_checkpoint(output_dir)
+    final = output_dir / "final"
+    if found is None and storage.model_dir_complete(final):
+        if not resume:
+            raise ThinkfastError(
+                f"{output_dir} already holds a finished model ({final}): choose another output_dir, or pass "
+                "--resume to accept it as it is"
+            )
+        return TrainResult(final_dir=final)
     if found is not None and not resume:
         raise ThinkfastError(
             f"{output_dir} already holds a checkpoint (step {found['step']}): pass --resume to continue it, "
@@ -202,7 +239,7 @@ def train(
         load_full_state(model, optimizer, found["model"], found["optimizer"], info)
         scheduler.load_state_dict(found["scheduler"])
         loader.load_state_dict(found["loader"])
-        ckpt.restore_rng(output_dir, info.rank)
+        ckpt.restore_rng(found, output_dir, info.rank)
         start = int(found["step"])
     if info.main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -219,17 +256,15 @@ def train(
 
     def save(step: int) -> None:
         model_state, optim_state = full_state(model, optimizer, info)
-        ckpt.atomic_save(ckpt.rng_state(), ckpt.rng_path(output_dir, info.rank))
-        if info.main:
-            state = {
-                "step": step,
-                "model": model_state,
-                "optimizer": optim_state,
-                "scheduler": scheduler.state_dict(),
-                "loader": loader.state_dict(),
-                "world_size": info.world_size,
-            }
-            ckpt.atomic_save(state, ckpt.checkpoint_path(output_dir))
+        state = {
+            "step": step,
+            "model": model_state,
+            "optimizer": optim_state,
+            "scheduler": scheduler.state_dict(),
+            "loader": loader.state_dict(),
+            "world_size": info.world_size,
+        }
+        ckpt.save_checkpoint(output_dir, state, info)
         barrier(info)
 
     guard = UpdateGuard(optimizer, device)
@@ -279,6 +314,7 @@ def train(
 
     for step in range(start, max_steps):
         micro = loader.next_step()
+        _check_positions(task, micro, step + 1, cfg, info, device)
         try:
             values = train_step(task, model, micro, optimizer, scheduler, params, cfg, info, device, autocast, guard)
         except NonFiniteLoss as err:  # host-side guard (no fused optimizer)
@@ -302,6 +338,7 @@ def train(
         if saving:
             save(step + 1)
             last_done = time.perf_counter()  # the next step's time excludes the checkpoint write, as before
+        faults.point("train-step", str(step + 1))
     bar.close()
     log.close()
     if start < max_steps:
@@ -311,8 +348,10 @@ def train(
         result.peak_memory_gb = torch.cuda.max_memory_allocated(device) / 2**30
     model_state, _ = full_state(model, optimizer, info) if info.enabled else (module.state_dict(), None)
     if info.main:
-        final = output_dir / "final"
-        task.save_final(final, model_state)
+        with storage.atomic_dir(final) as tmp:  # final/ appears whole or not at all: it is the done marker
+            task.save_final(tmp, model_state)
+        if not cfg.keep_checkpoint:
+            ckpt.discard(output_dir)
         result.final_dir = final
     barrier(info)
     return result

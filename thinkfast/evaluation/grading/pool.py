@@ -3,11 +3,14 @@
 Signal-based time-outs only work in a main thread and cannot stop C code (sympy can hang in either);
 killing the process always works. Default start method "fork": workers inherit the imported grader
 and need no `if __name__ == "__main__"` guard in user scripts; pass context="spawn" where fork is unsafe.
+Workers die with their parent (`thinkfast.procs.die_with_parent`): a `kill -9` of the grading process
+leaves no worker blocked on its pipe.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -26,7 +29,12 @@ class Outcome:
         return self.error is None and not self.timed_out
 
 
-def _worker_loop(conn) -> None:
+def _worker_loop(conn, parent_end, parent_pid: int) -> None:
+    from thinkfast.procs import die_with_parent
+
+    die_with_parent(parent_pid)
+    if parent_end is not None:
+        parent_end.close()  # the parent's end, inherited by fork: without it we would never see EOF
     while True:
         try:
             message = conn.recv()
@@ -44,7 +52,8 @@ def _worker_loop(conn) -> None:
 class _Worker:
     def __init__(self, ctx):
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_loop, args=(child,), daemon=True)
+        inherited = self.conn if ctx.get_start_method() == "fork" else None
+        self.process = ctx.Process(target=_worker_loop, args=(child, inherited, os.getpid()), daemon=True)
         self.process.start()
         child.close()
         self.task: int | None = None
