@@ -52,6 +52,8 @@ def _models_section(cfg: RunConfig, results: dict) -> list[str]:
         "|---|---|---:|---|---:|---:|",
     ]
     for name, facts in results["convert"]["models"].items():
+        trained = (results.get("sft") or {}).get(name) or (results.get("distill") or {}).get(name) or {}
+        facts = trained.get("model", facts)  # the layout after training (attention_layers: auto changes it)
         layers = ", ".join(f"{n} {kind}" for kind, n in facts["layers"].items())
         tps = (speed.get(name) or {}).get("decode_tokens_per_s")
         ratio = f"{tps / teacher_tps:.2f}×" if tps and teacher_tps else "—"

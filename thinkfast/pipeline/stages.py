@@ -59,6 +59,16 @@ def _model_facts(model) -> dict:
     return {**info, "kv_bytes_4096": state["kv"], "recurrent_bytes": state["recurrent"]}
 
 
+def _final_facts(directory: Path) -> dict:
+    """Layers, parameters and state sizes of a saved student, from its config alone (meta tensors):
+    training can change the layout (attention_layers: auto)."""
+    from thinkfast.models import ThinkfastConfig, ThinkfastForCausalLM
+
+    with torch.device("meta"):
+        model = ThinkfastForCausalLM(ThinkfastConfig.from_pretrained(str(directory)))
+    return _model_facts(model)
+
+
 # --------------------------------------------------------------------------- convert
 def stage_convert(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
     from thinkfast.convert import convert
@@ -203,7 +213,7 @@ def _train_one(cfg: RunConfig, paths: RunPaths, recipe: str, student_path: Path,
                 "loss_last": rows[-1]["loss"], "tokens_per_s": speeds[len(speeds) // 2] if speeds else None,
                 "tokens": sum(r.get("tokens", 0) for r in rows), "seconds": sum(r.get("step_time_s", 0.0) for r in rows),
             })
-    out = {"recipe": recipe, "path": paths.rel(final), "stages": stages}
+    out = {"recipe": recipe, "path": paths.rel(final), "stages": stages, "model": _final_facts(final)}
     if (output_dir / "fidelity.json").is_file():
         out["fidelity"] = json.loads((output_dir / "fidelity.json").read_text())
     if (output_dir / "align" / "selection.json").is_file():
