@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
 from thinkfast.inference.engine import Engine
@@ -12,30 +9,11 @@ from thinkfast.inference.params import Completion, SamplingParams
 
 
 def load_for_generation(spec: str, dtype: torch.dtype = torch.bfloat16, device: str | None = None):
-    """A saved thinkfast student directory, or any teacher spec (converted to our stack,
-    all attention, identical logits) -> (ThinkfastForCausalLM, tokenizer or None)."""
-    from transformers import AutoTokenizer
+    """`thinkfast.loading.load_model` with generation's default dtype (bf16): a student directory, or any
+    teacher spec (converted to our stack, all attention, identical logits) -> (model, tokenizer or None)."""
+    from thinkfast.loading import load_model
 
-    from thinkfast.models import ThinkfastForCausalLM
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    path = Path(spec).expanduser()
-    config_file = path / "config.json"
-    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "thinkfast":
-        model = ThinkfastForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
-        except (OSError, ValueError):
-            tokenizer = None
-    else:
-        from thinkfast.convert import convert
-        from thinkfast.teachers import load_teacher
-
-        teacher, tokenizer = load_teacher(spec, dtype=torch.float32)
-        model = convert(teacher, target="attention")
-        del teacher
-    model = model.to(device=device, dtype=dtype).cast_ssm_params_fp32().eval()
-    return model, tokenizer
+    return load_model(spec, dtype=dtype, device=device)
 
 
 def generate(

@@ -10,20 +10,10 @@ from thinkfast.rl.loop import GRPOResult, build_prompts, grpo_train
 
 
 def load_policy(spec: str):
-    """A thinkfast student directory, or any teacher spec (converted to our all-attention stack), in fp32."""
-    import json
-    from pathlib import Path
+    """A thinkfast student directory, or any teacher spec (converted to our all-attention stack), in fp32 on the CPU."""
+    from thinkfast.loading import load_model
 
-    from thinkfast.models import ThinkfastForCausalLM
-
-    config_file = Path(spec).expanduser() / "config.json"
-    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "thinkfast":
-        return ThinkfastForCausalLM.from_pretrained(str(Path(spec).expanduser()), dtype=torch.float32)
-    from thinkfast.convert import convert
-    from thinkfast.teachers import load_teacher
-
-    teacher, _ = load_teacher(spec, dtype=torch.float32, tokenizer=False)
-    return convert(teacher, target="attention")
+    return load_model(spec, dtype=torch.float32, device="cpu", tokenizer=False)[0]
 
 
 def load_problems_for(cfg: GRPOConfig):
