@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from thinkfast.device import resolve_device
+
 STUDENT_MODEL_TYPE = "thinkfast"
 
 
@@ -33,11 +35,11 @@ def load_model(spec: str, dtype: torch.dtype = torch.float32, device: str | torc
                tokenizer: bool = True):
     """A student directory or any teacher spec -> (ThinkfastForCausalLM, tokenizer or None).
 
-    `device`: None picks CUDA when present, else the CPU.  `tokenizer=False` skips loading one
+    `device`: anything `thinkfast.device.resolve_device` takes (None / "auto": CUDA when present).  `tokenizer=False` skips loading one
     (returns None in its place)."""
     from thinkfast.models import ThinkfastForCausalLM
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     if is_student_dir(spec):
         path = str(Path(spec).expanduser())
         model = ThinkfastForCausalLM.from_pretrained(path, dtype=torch.float32)

@@ -69,8 +69,7 @@ def _read_prompts(args) -> list[str]:
 
 
 def run(args) -> int:
-    import torch
-
+    from thinkfast.device import resolve_device, resolve_dtype
     from thinkfast.errors import ThinkfastError
     from thinkfast.inference.api import load_for_generation
     from thinkfast.inference.engine import Engine, check_request, encode_prompts
@@ -82,8 +81,8 @@ def run(args) -> int:
                         ("--max-len", args.max_len)):
         if value is not None and value < 1:
             raise ThinkfastError(f"{flag} must be >= 1, got {value}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    device = str(resolve_device(args.device))
+    dtype = resolve_dtype(args.dtype, device)
     model, tokenizer = load_for_generation(args.model, dtype=dtype, device=device)
     if tokenizer is None:
         raise ThinkfastError(f"{args.model} has no tokenizer saved next to it; text prompts need one")

@@ -42,11 +42,12 @@ def load_model_for_eval(spec: ModelSpec) -> LoadedModel:
         if isinstance(made, Sampler):
             return LoadedModel(spec.name, made, getattr(made, "tokenizer", None))
         raise ThinkfastError(f"model hook {spec.hook!r} returned {type(made).__name__}, not a LoadedModel or Sampler")
-    import torch
+    from thinkfast.device import resolve_dtype
 
-    dtype = getattr(torch, spec.dtype, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ThinkfastError(f"model {spec.name!r}: unknown dtype {spec.dtype!r} (use float32, bfloat16, float16)")
+    try:
+        dtype = resolve_dtype(spec.dtype, spec.device)
+    except ThinkfastError as err:
+        raise ThinkfastError(f"model {spec.name!r}: {err}") from None
     if spec.backend == "engine":
         from thinkfast.inference.api import EngineSampler, load_for_generation
         from thinkfast.inference.engine import Engine

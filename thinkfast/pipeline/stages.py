@@ -13,6 +13,7 @@ import torch
 
 from thinkfast import storage
 from thinkfast.config import from_dict
+from thinkfast.device import dtype_name, resolve_device, resolve_dtype
 from thinkfast.errors import ThinkfastError
 from thinkfast.pipeline.config import RunConfig
 
@@ -38,9 +39,7 @@ class RunPaths:
 
 
 def _device(cfg: RunConfig) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+    return resolve_device(cfg.device)
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
@@ -269,7 +268,7 @@ def stage_speed(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
     from thinkfast.pipeline import throughput
 
     device = _device(cfg)
-    dtype = torch.bfloat16 if (cfg.speed.dtype == "auto" and device.type == "cuda") or cfg.speed.dtype == "bf16" else torch.float32
+    dtype = resolve_dtype(cfg.speed.dtype, device)
     sp = cfg.speed
     new_tokens = sp.new_tokens or cfg.sampling.max_new_tokens
     out = {}
@@ -325,7 +324,7 @@ def eval_config(cfg: RunConfig, paths: RunPaths, results: dict, eval_set, out_di
     from thinkfast.evaluation.config import EvalConfig, ModelSpec
 
     device = _device(cfg)
-    dtype = "bfloat16" if device.type == "cuda" else "float32"
+    dtype = dtype_name(resolve_dtype("auto", device))
     ename = eval_set_name(eval_set)
     models = []
     for name, path in final_model_paths(cfg, paths, results).items():

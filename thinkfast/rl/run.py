@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from thinkfast.device import resolve_device
 from thinkfast.errors import ThinkfastError
 from thinkfast.rl.config import GRPOConfig
 from thinkfast.rl.loop import GRPOResult, build_prompts, grpo_train
@@ -32,7 +33,7 @@ def run_grpo(cfg: GRPOConfig, resume: bool = False, on_step=None) -> GRPOResult:
     problems = load_problems_for(cfg)  # data errors surface before any model loads
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy)
     prompts = build_prompts(cfg, tokenizer, [p.question for p in problems])
-    if torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")).type == "cpu":
+    if resolve_device(cfg.device).type == "cpu":
         torch.set_flush_denormal(True)  # the CPU reference Mamba scans otherwise slow down ~100x on denormals
     policy = load_policy(cfg.policy)
     reference = load_policy(cfg.reference) if cfg.reference and cfg.loss.kl_coef > 0 else None

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from thinkfast import storage
+from thinkfast.device import resolve_device, resolve_dtype
 from thinkfast.errors import ThinkfastError
 from thinkfast.inference.params import Completion, SamplingParams
 from thinkfast.training.config import DataConfig
@@ -82,8 +83,8 @@ def _generate_locked(teacher_spec, records, out: Path, params, data, n, batch_si
             prompts_of[i] = record_to_messages(records[i], data, with_response=False)
         except ThinkfastError as err:
             raise ThinkfastError(f"prompt file record {i + 1}: {err}") from None
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    torch_dtype = torch.bfloat16 if (dtype == "bf16" or (dtype == "auto" and dev.type == "cuda")) else torch.float32
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
     model, tokenizer = load_for_generation(teacher_spec, dtype=torch_dtype, device=str(dev))
     out.parent.mkdir(parents=True, exist_ok=True)
     added = 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from thinkfast.device import resolve_dtype
 from thinkfast.errors import ThinkfastError
 from thinkfast.storage import model_dir_complete
 from thinkfast.training.config import DataConfig, TrainConfig
@@ -25,13 +26,8 @@ from thinkfast.training.packing import PackedLoader
 from thinkfast.training.tasks import MohawkLayerTask, TokenLossTask
 from thinkfast.training.trainer import TrainResult, train
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
 def _teacher_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
-    if cfg.teacher_dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return _DTYPES[cfg.teacher_dtype]
+    return resolve_dtype(cfg.teacher_dtype, device)
 
 
 def load_recipe_tokenizer(cfg: TrainConfig):
