@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from thinkfast.inference.engine import Engine
-from thinkfast.inference.params import Completion, SamplingParams
+from thinkfast.inference.params import Completion, SamplingParams, engine_max_len
 
 
 def load_for_generation(spec: str, dtype: torch.dtype = torch.bfloat16, device: str | None = None):
@@ -27,8 +27,8 @@ def generate(
     """One call: build an Engine (see its arguments) and sample `n` completions per prompt."""
     params = params or SamplingParams()
     if "max_len" not in engine_kwargs:
-        longest = max(len(p) if not isinstance(p, str) else len(tokenizer(p).input_ids) for p in prompts)
-        engine_kwargs["max_len"] = longest + params.max_new_tokens
+        lengths = (len(p) if not isinstance(p, str) else len(tokenizer(p).input_ids) for p in prompts)
+        engine_kwargs["max_len"] = engine_max_len(params.max_new_tokens, lengths)
     needed = len(prompts) * n  # no more decode slots than the request can fill
     engine_kwargs["max_batch"] = min(engine_kwargs.get("max_batch") or needed, needed)
     engine = Engine(model, tokenizer, **engine_kwargs)

@@ -15,6 +15,7 @@ from thinkfast import storage
 from thinkfast.config import from_dict
 from thinkfast.device import dtype_name, resolve_device, resolve_dtype
 from thinkfast.errors import ThinkfastError
+from thinkfast.inference.params import engine_max_len
 from thinkfast.pipeline.config import RunConfig
 
 
@@ -330,7 +331,7 @@ def eval_config(cfg: RunConfig, paths: RunPaths, results: dict, eval_set, out_di
     for name, path in final_model_paths(cfg, paths, results).items():
         info = ((results.get("speed") or {}).get(name) or {}).get("evals", {}).get(ename) or {}
         measured = info if info.get("decode_tokens_per_s") else None
-        max_len = cfg.sampling.max_new_tokens + 1024  # prompt headroom
+        max_len = engine_max_len(cfg.sampling.max_new_tokens)  # prompts not read yet: PROMPT_HEADROOM for them
         if cfg.time_method == "throughput" and measured:
             tps, batch = measured["decode_tokens_per_s"], cfg.eval_batch_size
             timing = {"method": "throughput", "measured_by": measured["method"], "batch": measured["batch_size"],

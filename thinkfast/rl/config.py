@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from thinkfast.errors import ThinkfastError
+from thinkfast.inference.params import SamplingParams
 from thinkfast.training.config import OptimConfig
 
 AGGREGATIONS = ("token_mean", "seq_mean")
@@ -39,7 +40,7 @@ class PromptDataConfig:
 @dataclass
 class RolloutConfig:
     group_size: int = 8  # G: samples per prompt
-    temperature: float = 1.0
+    temperature: float = SamplingParams.temperature  # the sampling default; configs override it explicitly
     top_p: float = 1.0
     top_k: int = 0
     max_new_tokens: int = 1024

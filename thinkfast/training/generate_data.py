@@ -21,7 +21,7 @@ import torch
 from thinkfast import storage
 from thinkfast.device import resolve_device, resolve_dtype
 from thinkfast.errors import ThinkfastError
-from thinkfast.inference.params import Completion, SamplingParams
+from thinkfast.inference.params import Completion, SamplingParams, engine_max_len
 from thinkfast.training.config import DataConfig
 from thinkfast.training.data import read_records, record_to_messages
 
@@ -39,7 +39,7 @@ def generate_completions(model, tokenizer, prompts: list[list[dict]], params: Sa
     ids = [tokenizer.apply_chat_template(p, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
            for p in prompts]
     engine = Engine(model, tokenizer, max_batch=min(batch_size, len(ids) * n),
-                    max_len=max(map(len, ids)) + params.max_new_tokens,
+                    max_len=engine_max_len(params.max_new_tokens, map(len, ids)),
                     cuda_graphs=torch.cuda.is_available(), progress=False)
     if keys is not None:  # name prompts by their record, not their place in this batch
         engine.check_prompts(ids, params, [f"prompt of record {k + 1}" for k in keys])
