@@ -1,4 +1,4 @@
-"""Grader suite: extraction, must-match and must-not-match equivalences (incl. SPEC §6 false positives),
+"""Grader suite: extraction, must-match and must-not-match equivalences (incl. known false positives, docs/design.md §6),
 the time-out pool, the verdict cache and answer clustering."""
 
 import time

@@ -9,7 +9,7 @@ from thinkfast.benchmarks.speed import PROTOCOL_SETS, headline, integrate_decode
 
 
 def test_roofline_matches_spec_example():
-    """SPEC §5: Llama-3B 256+4096 at B=512 is bounded near 12k tok/s, the 6/28 hybrid near 37k (3.35 TB/s)."""
+    """Roofline (docs/design.md §5): Llama-3B 256+4096 at B=512 is bounded near 12k tok/s, the 6/28 hybrid near 37k (3.35 TB/s)."""
     from thinkfast.models import ThinkfastForCausalLM
 
     bounds = {}
@@ -19,7 +19,7 @@ def test_roofline_matches_spec_example():
         numbers = roofline.model_numbers(model)
         bounds[name] = roofline.generation_bound_tokens_per_s(numbers, 512, 256, 4096, 3.35e12, 1e18)
     assert 10e3 < bounds["llama-3b"] < 14e3
-    assert 30e3 < bounds["hybrid-3b"] < 45e3  # SPEC rounds to ~37k; shapes here give ~42k at 3.35 TB/s
+    assert 30e3 < bounds["hybrid-3b"] < 45e3  # the papers round to ~37k; shapes here give ~42k at 3.35 TB/s
 
 
 def test_integration_of_linear_step_time():

@@ -1,4 +1,4 @@
-"""Packed documents (position resets) must equal the documents run separately (SPEC 3.1)."""
+"""Packed documents (position resets) must equal the documents run separately (docs/design.md §3.1)."""
 
 import pytest
 import torch

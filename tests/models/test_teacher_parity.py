@@ -1,4 +1,4 @@
-"""An all-attention student must reproduce its teacher exactly (SPEC 1.1)."""
+"""An all-attention student must reproduce its teacher exactly (docs/design.md §1.1)."""
 
 import pytest
 import torch

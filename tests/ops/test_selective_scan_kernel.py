@@ -130,7 +130,7 @@ def test_scan_reference_path_is_taken_when_forced(monkeypatch):
     assert y.shape == inputs["x"].shape
 
 
-# ---- GPU: the SPEC shapes (1B: d_inner 2048, 128 groups; 3B: 3072, 192 groups) ----
+# ---- GPU: the papers' shapes (1B: d_inner 2048, 128 groups; 3B: 3072, 192 groups) ----
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("shape", ["1b", "3b"])

@@ -63,7 +63,7 @@ def test_shipped_configs_load():
 
 
 def test_gpu_run_report(tmp_path):
-    from thinkfast.rl.gpu_run import plot, summarise
+    from scripts.rl_gpu_run import plot, summarise
 
     cfg = load_config(GRPOConfig, "thinkfast/configs/grpo_smollm2_hybrid_gsm8k.yaml")
     metrics = [{"step": i + 1, "reward_mean": 0.1 * i, "accuracy": 0.1 * i, "response_length": 100.0,

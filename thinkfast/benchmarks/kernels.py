@@ -1,4 +1,4 @@
-"""Kernel benchmarks: time every kernel at the SPEC shapes and report achieved memory
+"""Kernel benchmarks: time every kernel at the papers' 1B/3B shapes and report achieved memory
 bandwidth against the device's measured copy bandwidth.
 
 Timing: `triton.testing.do_bench` median (ms).  "bytes" is the op's memory-traffic floor
@@ -37,7 +37,7 @@ class Shape:
 SHAPES = {
     # Llama-3.2-1B: 32 heads x 64, 8 kv heads.  Llamba-1B-style SSD heads assumed 32 x 64, d_state 64.
     "1b": Shape("1b", 2048, 2048, 128, 512, 32, 64, 64),
-    # Llama-3.2-3B: 24 heads x 128, 8 kv heads.  Llamba-3B: 32 heads x 96, d_state 64 (SPEC 1.4).
+    # Llama-3.2-3B: 24 heads x 128, 8 kv heads.  Llamba-3B: 32 heads x 96, d_state 64 (docs/design.md §1.4).
     "3b": Shape("3b", 3072, 3072, 192, 1024, 32, 96, 64),
     # smoke-test size (runs under TRITON_INTERPRET on CPU)
     "tiny": Shape("tiny", 32, 32, 2, 16, 2, 16, 16),
@@ -218,7 +218,7 @@ def _bench_ssd(shape, batch, l, device, timer, copy_gbs, dtype):
 
 
 def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.bfloat16, scan_configs=()):
-    """3B layer: scan fwd+bwd vs in_proj + out_proj matmuls fwd+bwd (SPEC 1.2 dimensions).
+    """3B layer: scan fwd+bwd vs in_proj + out_proj matmuls fwd+bwd (the 3B hybrid's Mamba-1 dimensions).
 
     `scan_configs`: extra (sub-tile, num_warps, chunk length or None) to time (the default config is always
     timed)."""

@@ -1,4 +1,4 @@
-"""Roofline bounds for decoding (SPEC §5) and the two device numbers they need, measured in the run."""
+"""Roofline bounds for decoding (docs/design.md §5) and the two device numbers they need, measured in the run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""End-to-end decode speed under the papers' protocols (SPEC §5), against the roofline and a peer.
+"""End-to-end decode speed under the papers' protocols (docs/design.md §5), against the roofline and a peer.
 
     thinkfast bench speed --out DIR [--protocol full|quick|issue11|qwen] [--models ...] [--no-peer]
 
@@ -44,7 +44,7 @@ log = logging.getLogger("thinkfast.bench")
 # A protocol set: which models, which (prompt, generation lengths, batches) per protocol, which points
 # also run end to end ("full"), and the HF peer runs (every route of thinkfast.benchmarks.peer).
 FULL = {
-    "description": "every model, protocols A, B, C (SPEC §5), peers at 512+512 batch 256",
+    "description": "every model, protocols A, B, C, peers at 512+512 batch 256",
     "models": ["llama-1b", "hybrid-1b", "pure-1b", "llama-3b", "hybrid-3b", "pure-3b"],
     "protocols": {
         "A": {"prompt": 512, "gens": [512], "batches": [1, 16, 64, 256, 512], "title": "prompt 512 + gen 512"},

@@ -1,4 +1,4 @@
-"""`thinkfast bench kernels`: time the Triton kernels at the SPEC shapes (needs a CUDA GPU)."""
+"""`thinkfast bench kernels`: time the Triton kernels at the papers' 1B/3B shapes (needs a CUDA GPU)."""
 
 from __future__ import annotations
 

@@ -8,13 +8,15 @@ import sys
 
 
 def register(subparsers) -> None:
+    from thinkfast.inference.params import SamplingParams
+
     p = subparsers.add_parser("generate", help="sample completions with the batched engine")
     p.add_argument("--model", required=True, help="student directory, teacher hub name/dir/.gguf, or smollm2-135m")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     src.add_argument("--prompts-file", help="text file, one prompt per line (or JSONL with a 'prompt' field)")
     p.add_argument("--n", type=int, default=1, help="samples per prompt")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=SamplingParams.temperature, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--min-p", type=float, default=0.0)
@@ -69,12 +71,11 @@ def _read_prompts(args) -> list[str]:
 
 
 def run(args) -> int:
-    import torch
-
+    from thinkfast.device import resolve_device, resolve_dtype
     from thinkfast.errors import ThinkfastError
     from thinkfast.inference.api import load_for_generation
     from thinkfast.inference.engine import Engine, check_request, encode_prompts
-    from thinkfast.inference.params import SamplingParams
+    from thinkfast.inference.params import SamplingParams, engine_max_len
 
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     prompts = _read_prompts(args)  # input errors before the model loads
@@ -82,8 +83,8 @@ def run(args) -> int:
                         ("--max-len", args.max_len)):
         if value is not None and value < 1:
             raise ThinkfastError(f"{flag} must be >= 1, got {value}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    device = str(resolve_device(args.device))
+    dtype = resolve_dtype(args.dtype, device)
     model, tokenizer = load_for_generation(args.model, dtype=dtype, device=device)
     if tokenizer is None:
         raise ThinkfastError(f"{args.model} has no tokenizer saved next to it; text prompts need one")
@@ -95,7 +96,7 @@ def run(args) -> int:
                             seed=args.seed)
     params.validate()
     lengths = [len(ids) for ids in encode_prompts(tokenizer, prompts)]
-    max_len = args.max_len or max(lengths) + args.max_new_tokens
+    max_len = args.max_len or engine_max_len(args.max_new_tokens, lengths)
     # before any memory is allocated: prompts past the model's positions, or cut short by --max-len
     check_request(lengths, args.max_new_tokens, max_len, getattr(model.config, "max_position_embeddings", None),
                   strict=True)

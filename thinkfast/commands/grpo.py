@@ -22,7 +22,7 @@ def _grpo(args) -> int:
 
 
 def register(subparsers) -> None:
-    text = "GRPO: rollouts from the engine, grader rewards, clipped policy-ratio updates (SPEC 3.4)"
+    text = "GRPO: rollouts from the engine, grader rewards, clipped policy-ratio updates"
     p = subparsers.add_parser("grpo", help=text, description=text)
     p.add_argument("config", help="YAML file, or the name of a shipped config (e.g. grpo_tiny_cpu)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. policy=runs/student rollout.max_new_tokens=2048")

@@ -30,10 +30,12 @@ def greedy(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
     """Greedy decoding through the model's own prefill/step path (chat template applied)."""
     import torch
 
+    from thinkfast.inference.params import engine_max_len
+
     ids = tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
     )["input_ids"]
-    state = model.allocate_state(1, ids.shape[1] + max_new_tokens)
+    state = model.allocate_state(1, engine_max_len(max_new_tokens, [ids.shape[1]]))
     slots = torch.zeros(1, dtype=torch.long)
     logits = model.prefill(ids, state, slots)
     out = []

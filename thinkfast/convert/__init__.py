@@ -1,4 +1,4 @@
-"""Teacher -> student weight transfer (SPEC 1.2-1.4)."""
+"""Teacher -> student weight transfer (docs/design.md §2)."""
 
 from thinkfast.convert.layout import plan_layer_mixers, spread_attention_layers
 from thinkfast.convert.transfer import convert, student_config_from_teacher

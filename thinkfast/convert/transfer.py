@@ -1,4 +1,4 @@
-"""Build a student from a teacher and transfer weights as SPEC 1.2-1.4 prescribes.
+"""Build a student from a teacher and transfer weights as docs/design.md §2 describes.
 
 Everything except the token mixers is copied (embeddings, every RMSNorm, every MLP, the
 LM head).  Kept attention layers copy q/k/v/o unchanged.  Mamba mixers are initialised

@@ -2,7 +2,8 @@
 
 A hook ("module:function"), or a model path sampled by our engine (default) or by plain
 `transformers` generate (`backend: hf`).  Paths: a thinkfast student directory, or any teacher
-spec `thinkfast.teachers.load_teacher` accepts (hub id, local dir, .gguf, "smollm2-135m").
+spec `thinkfast.teachers.load_teacher` accepts (hub id, local dir, .gguf, "smollm2-135m"); the engine
+backend loads them through `thinkfast.loading.load_model`.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ def load_model_for_eval(spec: ModelSpec) -> LoadedModel:
         if isinstance(made, Sampler):
             return LoadedModel(spec.name, made, getattr(made, "tokenizer", None))
         raise ThinkfastError(f"model hook {spec.hook!r} returned {type(made).__name__}, not a LoadedModel or Sampler")
-    import torch
+    from thinkfast.device import resolve_dtype
 
-    dtype = getattr(torch, spec.dtype, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ThinkfastError(f"model {spec.name!r}: unknown dtype {spec.dtype!r} (use float32, bfloat16, float16)")
+    try:
+        dtype = resolve_dtype(spec.dtype, spec.device)
+    except ThinkfastError as err:
+        raise ThinkfastError(f"model {spec.name!r}: {err}") from None
     if spec.backend == "engine":
         from thinkfast.inference.api import EngineSampler, load_for_generation
         from thinkfast.inference.engine import Engine
@@ -53,23 +55,16 @@ def load_model_for_eval(spec: ModelSpec) -> LoadedModel:
         model, tokenizer = load_for_generation(spec.path, dtype=dtype, device=spec.device)
         engine = Engine(model, tokenizer, max_batch=spec.batch_size, max_len=spec.max_len, progress=False)
         return LoadedModel(spec.name, EngineSampler(engine), tokenizer)
+    from thinkfast.loading import is_student_dir
     from thinkfast.teachers.loading import load_teacher
 
     try:  # a thinkfast student dir loads through AutoModel too (the model type is registered)
         import thinkfast.models  # noqa: F401
 
-        model, tokenizer = load_teacher(spec.path, dtype=dtype) if _is_teacher(spec.path) else _load_hf_dir(spec.path, dtype)
+        model, tokenizer = _load_hf_dir(spec.path, dtype) if is_student_dir(spec.path) else load_teacher(spec.path, dtype=dtype)
     except OSError as err:
         raise ThinkfastError(f"cannot load model {spec.name!r} from {spec.path!r}: {err}") from err
     return LoadedModel(spec.name, HFGenerateSampler(model, tokenizer, spec.batch_size, spec.device), tokenizer)
-
-
-def _is_teacher(path: str) -> bool:
-    import json
-    from pathlib import Path
-
-    config = Path(path) / "config.json"
-    return not (config.is_file() and json.loads(config.read_text()).get("model_type") == "thinkfast")
 
 
 def _load_hf_dir(path: str, dtype):

@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
 from thinkfast.inference.engine import Engine
-from thinkfast.inference.params import Completion, SamplingParams
+from thinkfast.inference.params import Completion, SamplingParams, engine_max_len
 
 
 def load_for_generation(spec: str, dtype: torch.dtype = torch.bfloat16, device: str | None = None):
-    """A saved thinkfast student directory, or any teacher spec (converted to our stack,
-    all attention, identical logits) -> (ThinkfastForCausalLM, tokenizer or None)."""
-    from transformers import AutoTokenizer
+    """`thinkfast.loading.load_model` with generation's default dtype (bf16): a student directory, or any
+    teacher spec (converted to our stack, all attention, identical logits) -> (model, tokenizer or None)."""
+    from thinkfast.loading import load_model
 
-    from thinkfast.models import ThinkfastForCausalLM
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    path = Path(spec).expanduser()
-    config_file = path / "config.json"
-    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "thinkfast":
-        model = ThinkfastForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
-        except (OSError, ValueError):
-            tokenizer = None
-    else:
-        from thinkfast.convert import convert
-        from thinkfast.teachers import load_teacher
-
-        teacher, tokenizer = load_teacher(spec, dtype=torch.float32)
-        model = convert(teacher, target="attention")
-        del teacher
-    model = model.to(device=device, dtype=dtype).cast_ssm_params_fp32().eval()
-    return model, tokenizer
+    return load_model(spec, dtype=dtype, device=device)
 
 
 def generate(
@@ -49,8 +27,8 @@ def generate(
     """One call: build an Engine (see its arguments) and sample `n` completions per prompt."""
     params = params or SamplingParams()
     if "max_len" not in engine_kwargs:
-        longest = max(len(p) if not isinstance(p, str) else len(tokenizer(p).input_ids) for p in prompts)
-        engine_kwargs["max_len"] = longest + params.max_new_tokens
+        lengths = (len(p) if not isinstance(p, str) else len(tokenizer(p).input_ids) for p in prompts)
+        engine_kwargs["max_len"] = engine_max_len(params.max_new_tokens, lengths)
     needed = len(prompts) * n  # no more decode slots than the request can fill
     engine_kwargs["max_batch"] = min(engine_kwargs.get("max_batch") or needed, needed)
     engine = Engine(model, tokenizer, **engine_kwargs)

@@ -6,14 +6,26 @@ caller speaks the same language whichever backend produces the tokens.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from thinkfast.errors import ThinkfastError
 
+# Stands in for the longest prompt when an engine is sized before its prompts are read.
+PROMPT_HEADROOM = 1024
+
+
+def engine_max_len(max_new_tokens: int, prompt_lengths: Iterable[int] | None = None) -> int:
+    """The cache positions per slot (the Engine's `max_len`) a request needs: its longest prompt plus
+    `max_new_tokens` (one spare: the last sampled token is never fed back).  Without the prompt lengths,
+    `PROMPT_HEADROOM` tokens are reserved for the prompt.  Every caller sizes its engine with this."""
+    longest = PROMPT_HEADROOM if prompt_lengths is None else max(prompt_lengths)
+    return longest + max_new_tokens
+
 
 @dataclass
 class SamplingParams:
-    temperature: float = 1.0  # 0 means greedy
+    temperature: float = 1.0  # 0 means greedy; the one default (configs and the CLI take it from here)
     top_k: int = 0  # 0 disables
     top_p: float = 1.0  # 1 disables
     min_p: float = 0.0  # 0 disables

@@ -1,4 +1,4 @@
-"""Mamba-1 mixer of MambaInLlama / M1 hybrids (SPEC 1.2): grouped B/C, d_state 16, GQA-shaped x and B."""
+"""Mamba-1 mixer of MambaInLlama / M1 hybrids (docs/design.md §1.2): grouped B/C, d_state 16, GQA-shaped x and B."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Multi-head Mamba-2 mixers, both running on the SSD (simple gated linear attention) recurrence.
 
-* DiscreteMamba2Mixer (Llamba / MOHAWK, SPEC 1.4): h_t = exp(-softplus(a_t)) h_{t-1} + B_t x_t^T,
+* DiscreteMamba2Mixer (Llamba / MOHAWK, docs/design.md §1.4): h_t = exp(-softplus(a_t)) h_{t-1} + B_t x_t^T,
   conv over xBC without activation, no gated norm, output gate silu(z + z_bias).
-* Mamba2Mixer (MambaInLlama's Mamba-2 hybrid variant, SPEC 1.3): per-head dt and scalar A,
+* Mamba2Mixer (MambaInLlama's Mamba-2 hybrid variant, docs/design.md §1.3): per-head dt and scalar A,
   h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t^T, conv+SiLU over [x, B, C], gated RMSNorm.
 """
 

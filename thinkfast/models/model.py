@@ -121,7 +121,7 @@ class ThinkfastForCausalLM(PreTrainedModel, GenerationMixin):
         self.post_init()
 
     # transformers calls this for weights missing from a checkpoint; ours are all saved, and
-    # construction already initialised every parameter as SPEC 1.2-1.4 says.
+    # construction already initialised every parameter as docs/design.md §2 says.
     def _init_weights(self, module):
         return
 

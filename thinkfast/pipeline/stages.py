@@ -13,7 +13,9 @@ import torch
 
 from thinkfast import storage
 from thinkfast.config import from_dict
+from thinkfast.device import dtype_name, resolve_device, resolve_dtype
 from thinkfast.errors import ThinkfastError
+from thinkfast.inference.params import engine_max_len
 from thinkfast.pipeline.config import RunConfig
 
 
@@ -38,9 +40,7 @@ class RunPaths:
 
 
 def _device(cfg: RunConfig) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+    return resolve_device(cfg.device)
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
@@ -279,7 +279,7 @@ def stage_speed(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
     from thinkfast.pipeline import throughput
 
     device = _device(cfg)
-    dtype = torch.bfloat16 if (cfg.speed.dtype == "auto" and device.type == "cuda") or cfg.speed.dtype == "bf16" else torch.float32
+    dtype = resolve_dtype(cfg.speed.dtype, device)
     sp = cfg.speed
     new_tokens = sp.new_tokens or cfg.sampling.max_new_tokens
     out = {}
@@ -335,13 +335,13 @@ def eval_config(cfg: RunConfig, paths: RunPaths, results: dict, eval_set, out_di
     from thinkfast.evaluation.config import EvalConfig, ModelSpec
 
     device = _device(cfg)
-    dtype = "bfloat16" if device.type == "cuda" else "float32"
+    dtype = dtype_name(resolve_dtype("auto", device))
     ename = eval_set_name(eval_set)
     models = []
     for name, path in final_model_paths(cfg, paths, results).items():
         info = ((results.get("speed") or {}).get(name) or {}).get("evals", {}).get(ename) or {}
         measured = info if info.get("decode_tokens_per_s") else None
-        max_len = cfg.sampling.max_new_tokens + 1024  # prompt headroom
+        max_len = engine_max_len(cfg.sampling.max_new_tokens)  # prompts not read yet: PROMPT_HEADROOM for them
         if cfg.time_method == "throughput" and measured:
             tps, batch = measured["decode_tokens_per_s"], cfg.eval_batch_size
             timing = {"method": "throughput", "measured_by": measured["method"], "batch": measured["batch_size"],

@@ -1,4 +1,4 @@
-"""GRPO configuration (SPEC 3.4): one dataclass tree, loaded with `thinkfast.config.load_config`.
+"""GRPO configuration (docs/design.md §3.4): one dataclass tree, loaded with `thinkfast.config.load_config`.
 
 Batch sizes count PROMPTS over all processes; each prompt gets `rollout.group_size` samples, so a
 step generates `batch_prompts x group_size` rollouts and takes
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from thinkfast.errors import ThinkfastError
+from thinkfast.inference.params import SamplingParams
 from thinkfast.training.config import OptimConfig
 
 AGGREGATIONS = ("token_mean", "seq_mean")
@@ -17,7 +18,7 @@ AGGREGATIONS = ("token_mean", "seq_mean")
 
 @dataclass
 class GRPOOptimConfig(OptimConfig):
-    """AdamW as in training, with the RL defaults: lr 1e-6 (SPEC 3.4), constant, no warm-up."""
+    """AdamW as in training, with the RL defaults: lr 1e-6 (M1's round), constant, no warm-up."""
 
     lr: float = 1e-6
     schedule: str = "constant"
@@ -39,7 +40,7 @@ class PromptDataConfig:
 @dataclass
 class RolloutConfig:
     group_size: int = 8  # G: samples per prompt
-    temperature: float = 1.0
+    temperature: float = SamplingParams.temperature  # the sampling default; configs override it explicitly
     top_p: float = 1.0
     top_k: int = 0
     max_new_tokens: int = 1024

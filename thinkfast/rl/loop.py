@@ -29,7 +29,7 @@ from thinkfast import storage
 from thinkfast.config import save_config
 from thinkfast.errors import ThinkfastError
 from thinkfast.inference.engine import encode_prompts
-from thinkfast.inference.params import SamplingParams
+from thinkfast.inference.params import SamplingParams, engine_max_len
 from thinkfast.rl.batching import PolicyScorer, Rollout, dummy_micro_batch, pack, per_token
 from thinkfast.rl.config import GRPOConfig
 from thinkfast.rl.objective import aggregation_weights, clipped_objective, group_advantages
@@ -201,7 +201,7 @@ def _grpo_locked(cfg, policy, tokenizer, prompts, golds, reward_fn, resume, on_s
 
         reward_fn = MathReward(cfg.reward)
     per_rank_prompts = cfg.batch_prompts // info.world_size
-    max_len = max(len(ids) for ids in prompt_ids) + cfg.rollout.max_new_tokens
+    max_len = engine_max_len(cfg.rollout.max_new_tokens, (len(ids) for ids in prompt_ids))
     rollouts_engine = RolloutEngine(policy, tokenizer, cfg.rollout, max_len, cfg.rollout.max_batch or per_rank_prompts * G)
     autocast = autocast_for(cfg.dtype, device)
     params_list = [p for p in policy.parameters() if p.requires_grad]

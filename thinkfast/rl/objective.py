@@ -1,4 +1,4 @@
-"""The GRPO objective (SPEC 3.4), as plain functions over per-token tensors.
+"""The GRPO objective (docs/design.md §3.4), as plain functions over per-token tensors.
 
     A_i      = (r_i - mean_g r) / (std_g r + eps)             group-normalised advantage of rollout i
     ratio_t  = exp(logp_t - old_logp_t)

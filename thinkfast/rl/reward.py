@@ -1,4 +1,4 @@
-"""Verifiable math reward: the evaluation grader decides correctness (SPEC 6 extraction + cascade).
+"""Verifiable math reward: the evaluation grader decides correctness (extraction + equivalence cascade, docs/design.md §6).
 
     reward = correct_weight * [extracted answer equivalent to gold] + format_weight * [a complete \\boxed{...}]
 

@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import torch
 
+from thinkfast.device import resolve_device
 from thinkfast.errors import ThinkfastError
 from thinkfast.rl.config import GRPOConfig
 from thinkfast.rl.loop import GRPOResult, build_prompts, grpo_train
 
 
 def load_policy(spec: str):
-    """A thinkfast student directory, or any teacher spec (converted to our all-attention stack), in fp32."""
-    import json
-    from pathlib import Path
+    """A thinkfast student directory, or any teacher spec (converted to our all-attention stack), in fp32 on the CPU."""
+    from thinkfast.loading import load_model
 
-    from thinkfast.models import ThinkfastForCausalLM
-
-    config_file = Path(spec).expanduser() / "config.json"
-    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "thinkfast":
-        return ThinkfastForCausalLM.from_pretrained(str(Path(spec).expanduser()), dtype=torch.float32)
-    from thinkfast.convert import convert
-    from thinkfast.teachers import load_teacher
-
-    teacher, _ = load_teacher(spec, dtype=torch.float32, tokenizer=False)
-    return convert(teacher, target="attention")
+    return load_model(spec, dtype=torch.float32, device="cpu", tokenizer=False)[0]
 
 
 def load_problems_for(cfg: GRPOConfig):
@@ -42,7 +33,7 @@ def run_grpo(cfg: GRPOConfig, resume: bool = False, on_step=None) -> GRPOResult:
     problems = load_problems_for(cfg)  # data errors surface before any model loads
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy)
     prompts = build_prompts(cfg, tokenizer, [p.question for p in problems])
-    if torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")).type == "cpu":
+    if resolve_device(cfg.device).type == "cpu":
         torch.set_flush_denormal(True)  # the CPU reference Mamba scans otherwise slow down ~100x on denormals
     policy = load_policy(cfg.policy)
     reference = load_policy(cfg.reference) if cfg.reference and cfg.loss.kl_coef > 0 else None

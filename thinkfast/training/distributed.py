@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from thinkfast.device import resolve_device
+
 
 @dataclass
 class DistInfo:
@@ -39,7 +41,7 @@ def init_distributed(device: torch.device) -> DistInfo:
 
 def setup_device(name: str) -> tuple[torch.device, DistInfo]:
     """Resolve `auto`/`cpu`/`cuda[:i]`, join the torchrun process group, and pin this rank's GPU."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+    device = resolve_device(name)
     info = init_distributed(device)
     if device.type == "cuda":
         device = torch.device("cuda", info.local_rank)

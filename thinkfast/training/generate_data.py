@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 from thinkfast import storage
+from thinkfast.device import resolve_device, resolve_dtype
 from thinkfast.errors import ThinkfastError
-from thinkfast.inference.params import Completion, SamplingParams
+from thinkfast.inference.params import Completion, SamplingParams, engine_max_len
 from thinkfast.training.config import DataConfig
 from thinkfast.training.data import read_records, record_to_messages
 
@@ -38,7 +39,7 @@ def generate_completions(model, tokenizer, prompts: list[list[dict]], params: Sa
     ids = [tokenizer.apply_chat_template(p, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
            for p in prompts]
     engine = Engine(model, tokenizer, max_batch=min(batch_size, len(ids) * n),
-                    max_len=max(map(len, ids)) + params.max_new_tokens,
+                    max_len=engine_max_len(params.max_new_tokens, map(len, ids)),
                     cuda_graphs=torch.cuda.is_available(), progress=False)
     if keys is not None:  # name prompts by their record, not their place in this batch
         engine.check_prompts(ids, params, [f"prompt of record {k + 1}" for k in keys])
@@ -82,8 +83,8 @@ def _generate_locked(teacher_spec, records, out: Path, params, data, n, batch_si
             prompts_of[i] = record_to_messages(records[i], data, with_response=False)
         except ThinkfastError as err:
             raise ThinkfastError(f"prompt file record {i + 1}: {err}") from None
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    torch_dtype = torch.bfloat16 if (dtype == "bf16" or (dtype == "auto" and dev.type == "cuda")) else torch.float32
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
     model, tokenizer = load_for_generation(teacher_spec, dtype=torch_dtype, device=str(dev))
     out.parent.mkdir(parents=True, exist_ok=True)
     added = 0

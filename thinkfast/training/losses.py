@@ -1,4 +1,4 @@
-"""Token-level distillation / SFT losses, chunked over positions, fp32 softmax (SPEC 3.2).
+"""Token-level distillation / SFT losses, chunked over positions, fp32 softmax (docs/design.md §3.2).
 
 Inputs are hidden states and LM-head weights, not logits: a chunk of `chunk_tokens`
 positions is projected to the vocabulary, its loss and its gradient w.r.t. the student

@@ -1,7 +1,7 @@
-"""MOHAWK stage-1 and stage-2 losses (SPEC 3.2), each layer fed the TEACHER's layer input.
+"""MOHAWK stage-1 and stage-2 losses (docs/design.md §3.2), each layer fed the TEACHER's layer input.
 
 Stage 1: || M_student - A_teacher ||_F per (row, head), where M is the student's materialised
-         mixer matrix (SPEC 1.5, without the D skip) and A the teacher's softmax attention matrix
+         mixer matrix (docs/design.md §1.5, without the D skip) and A the teacher's softmax attention matrix
          of the same layer, both restricted to same-document causal pairs of real tokens.
 Stage 2: || block_student(h) - block_teacher(h) ||_2 per real token, h the teacher's layer input.
 Both return (sum, count) so the caller can average over every process and micro-batch.

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from thinkfast.device import resolve_dtype
 from thinkfast.errors import ThinkfastError
 from thinkfast.storage import model_dir_complete
 from thinkfast.training.config import DataConfig, TrainConfig
@@ -25,13 +26,8 @@ from thinkfast.training.packing import PackedLoader
 from thinkfast.training.tasks import MohawkLayerTask, TokenLossTask
 from thinkfast.training.trainer import TrainResult, train
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
 def _teacher_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
-    if cfg.teacher_dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return _DTYPES[cfg.teacher_dtype]
+    return resolve_dtype(cfg.teacher_dtype, device)
 
 
 def load_recipe_tokenizer(cfg: TrainConfig):
@@ -74,18 +70,12 @@ def teacher_stack(hf_teacher, dtype: torch.dtype, device: torch.device):
 
 def build_student(cfg: TrainConfig, hf_teacher=None):
     from thinkfast.convert import convert
-    from thinkfast.models import ThinkfastForCausalLM
 
     s = cfg.student
-    if s.path:
-        from transformers import AutoConfig
+    if s.path:  # a saved student, or a plain HF model to train through our stack
+        from thinkfast.loading import load_model
 
-        if AutoConfig.from_pretrained(s.path).model_type == "thinkfast":
-            return ThinkfastForCausalLM.from_pretrained(s.path, dtype=torch.float32)
-        from thinkfast.teachers.loading import load_teacher
-
-        hf, _ = load_teacher(s.path, tokenizer=False)  # a plain HF model: train it through our stack
-        return convert(hf, target="attention")
+        return load_model(s.path, dtype=torch.float32, device="cpu", tokenizer=False)[0]
     target = "llamba" if cfg.recipe == "mohawk" and s.target == "hybrid" and s.attention_layers is None and s.keep_attention is None else s.target
     return convert(hf_teacher, target=target, attention_layers=s.attention_layers, keep_attention=s.keep_attention,
                    mixer=s.mixer, seed=cfg.seed)

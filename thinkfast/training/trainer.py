@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from thinkfast import faults, storage
 from thinkfast.config import save_config
+from thinkfast.device import resolve_dtype
 from thinkfast.errors import ThinkfastError
 from thinkfast.training import checkpoint as ckpt
 from thinkfast.training.config import TrainConfig
@@ -41,8 +42,7 @@ class TrainResult:
 
 
 def autocast_for(cfg_dtype: str, device: torch.device):
-    use_bf16 = cfg_dtype == "bf16" or (cfg_dtype == "auto" and device.type == "cuda")
-    if use_bf16:
+    if resolve_dtype(cfg_dtype, device) == torch.bfloat16:
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
 

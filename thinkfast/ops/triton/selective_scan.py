@@ -4,7 +4,7 @@ Same function as `thinkfast.ops.reference.selective_scan_ref`.
 
 Chunk-parallel over time (see docs/kernels.md for the figures).  The sequence is cut into
 chunks of CL steps; one program owns (B/C group, sequence, chunk), i.e. the CPG channels of
-one group (16 at the SPEC shapes) for CL steps, and solves the recurrence
+one group (16 at the papers' 1B/3B shapes) for CL steps, and solves the recurrence
 h_t = a_t h_{t-1} + u_t over sub-tiles of T steps with `tl.associative_scan` over time,
 carrying its (CPG, N) fp32 state in registers from sub-tile to sub-tile.
 

@@ -1,6 +1,6 @@
 """The issue-3 GPU figure run, one command:
 
-    python -m thinkfast.training.gpu_run --teacher /path/to/smollm2-hf-dir --out /path/to/results
+    python scripts/train_gpu_run.py --teacher /path/to/smollm2-hf-dir --out /path/to/results
 
 1. the teacher answers GSM8K-train problems greedily (sequence-level KD data, `gen-data`);
 2. a hybrid with a quarter of the teacher's layers as attention is distilled on it (reverse KL,
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.date.today().isoformat(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
-        "command": "python -m thinkfast.training.gpu_run " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "command": "python scripts/train_gpu_run.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "scan_backend": backend,
         "kd_examples_added": added,
         "gen_data_seconds": gen_s,

@@ -1,6 +1,6 @@
 """The issue-8 GPU figure run, one command:
 
-    python -m thinkfast.rl.gpu_run --policy /path/to/distilled-hybrid --out /path/to/results [--steps 40]
+    python scripts/rl_gpu_run.py --policy /path/to/distilled-hybrid --out /path/to/results [--steps 40]
 
 GRPO of a distilled SmolLM2 hybrid on GSM8K-train prompts (config `grpo_smollm2_hybrid_gsm8k`), then
 <out>/run/metrics.jsonl (per step), <out>/reward.png (reward / accuracy curve and the rollout vs
@@ -54,7 +54,7 @@ def summarise(metrics: list[dict], argv: list[str], cfg) -> dict:
         "date": datetime.date.today().isoformat(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
-        "command": "python -m thinkfast.rl.gpu_run " + " ".join(shlex.quote(a) for a in argv),
+        "command": "python scripts/rl_gpu_run.py " + " ".join(shlex.quote(a) for a in argv),
         "steps": len(metrics),
         "batch_prompts": cfg.batch_prompts, "group_size": cfg.rollout.group_size,
         "max_new_tokens": cfg.rollout.max_new_tokens, "rollout_dtype": cfg.rollout.dtype,
