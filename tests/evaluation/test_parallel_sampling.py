@@ -113,3 +113,17 @@ def test_shards_of_cover_each_shard_once_and_other_layouts_are_refused(tmp_path)
     parallel.check_shard_count(cfg, 4)
     with pytest.raises(ThinkfastError, match="num_shards=4"):
         parallel.check_shard_count(cfg, 2)
+
+
+def test_pipeline_eval_stage_uses_every_visible_gpu(monkeypatch):
+    import torch
+
+    from thinkfast.pipeline import stages
+    from thinkfast.pipeline.config import RunConfig
+
+    cfg = RunConfig()
+    assert stages._eval_gpus(cfg, torch.device("cpu")) == 1
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert stages._eval_gpus(cfg, torch.device("cuda")) == 4
+    cfg.eval_gpus = 2
+    assert stages._eval_gpus(cfg, torch.device("cuda")) == 2
