@@ -1,4 +1,5 @@
-"""Run by torchrun in test_distributed.py: train from a JSON config, rank 0 writes the losses."""
+"""Run by torchrun in test_distributed.py: train from a JSON config (`--resume` continues its checkpoint),
+rank 0 writes the losses."""
 
 import json
 import sys
@@ -11,7 +12,7 @@ from thinkfast.training.recipes import run
 
 torch.set_num_threads(1)
 cfg = load_config(TrainConfig, json.load(open(sys.argv[1])))
-result = run(cfg)
+result = run(cfg, resume="--resume" in sys.argv[3:])
 if isinstance(result, list):  # mohawk: one result per stage
     result = result[-1]
 if torch.distributed.is_initialized():

@@ -26,10 +26,14 @@ def register(subparsers) -> None:
                    help="model to evaluate (local HF dir); repeat for several; replaces the config's models")
     p.add_argument("--dataset", help="gsm8k | math500 | aime24 | amc23 | synthetic | path.jsonl")
     p.add_argument("--out", help="output folder (default: the config's out_dir)")
+    p.add_argument("--gpus", type=int, metavar="N",
+                   help="sample with N local processes, one engine per GPU (under torchrun leave it out: "
+                   "every rank samples its share)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from thinkfast.evaluation import parallel
     from thinkfast.evaluation.config import EvalConfig
     from thinkfast.evaluation.pipeline import STEPS as PIPELINE_STEPS
     from thinkfast.evaluation.pipeline import run as run_pipeline
@@ -39,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"dataset.name={args.dataset}")
     if args.out:
         overrides.append(f"out_dir={args.out}")
+    if args.gpus is not None:
+        overrides.append(f"gpus={args.gpus}")
     cfg = load_config(EvalConfig, args.config, overrides)
     if args.model:
         models = [{"name": os.path.basename(os.path.normpath(m)) or m, "path": m} for m in args.model]
@@ -46,9 +52,15 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.models and args.step in ("sample", "grade", "score", "all"):
         raise ThinkfastError("no models: pass --model PATH or list `models:` in the config")
     os.makedirs(cfg.out_dir, exist_ok=True)
-    save_config(cfg, os.path.join(cfg.out_dir, f"config.{args.step}.yaml"))
+    ranks = parallel.from_env()
+    if ranks.rank == 0:
+        save_config(cfg, os.path.join(cfg.out_dir, f"config.{args.step}.yaml"))
     steps = PIPELINE_STEPS if args.step == "all" else (args.step,)
-    result = run_pipeline(cfg, steps)
+    try:
+        result = run_pipeline(cfg, steps)
+    finally:
+        if ranks.enabled:
+            parallel.finish_torchrun()
     if "report" in result:
         print(f"report: {result['report']}")
     elif "plots" in result:

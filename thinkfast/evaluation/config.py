@@ -56,6 +56,7 @@ class EvalConfig:
     out_dir: str = "eval_out"
     num_shards: int = 1  # problem-range shards (one JSONL file each)
     shards: list[int] | None = None  # shards this process samples; None = all
+    gpus: int = 1  # sampling processes this command spawns, one engine per GPU (torchrun: one per rank instead)
     problems_per_batch: int = 4  # problems per sampler call (one fsync'ed append each)
     grading_timeout: float = 10.0  # seconds per equivalence check before its worker is killed
     grading_workers: int = 2
@@ -84,4 +85,6 @@ class EvalConfig:
         unknown = set(self.metrics) - {"pass", "maj", "bon", "wbon"}
         if unknown:
             raise ThinkfastError(f"unknown metrics {sorted(unknown)}; use pass, maj, bon, wbon")
+        if self.gpus < 1:
+            raise ThinkfastError(f"gpus must be >= 1, got {self.gpus}")
         self.sampling.validate()

@@ -21,7 +21,7 @@ import numpy as np
 from thinkfast import storage
 from thinkfast.config import to_dict
 from thinkfast.errors import ThinkfastError
-from thinkfast.evaluation import budget, store
+from thinkfast.evaluation import budget, parallel, store
 from thinkfast.evaluation.config import EvalConfig, ModelSpec
 from thinkfast.evaluation.datasets import ProblemSet, load_problems
 from thinkfast.evaluation.grading import Grader, cluster_many, extract_answer
@@ -161,10 +161,20 @@ def _load_prm(cfg: EvalConfig):
     return RLHFlowPRM(model, tok, cfg.prm.batch_size, cfg.prm.device)
 
 
+def _sampled_shard_count(mdir: Path, num_shards: int) -> int:
+    """`num_shards`, unless the samples were cut otherwise (several processes pick their own count) and
+    only that one layout exists: `eval grade` after a torchrun / --gpus sample needs no --set."""
+    found = parallel.existing_shard_counts(mdir)
+    if num_shards in found or len(found) != 1:
+        return num_shards
+    return found.pop()
+
+
 def grade_model(cfg: EvalConfig, spec: ModelSpec, problems: ProblemSet, grader: Grader, prm=None) -> list[dict]:
     """Merge shards (checking duplicates and missing rows), extract, grade, cluster, PRM-score."""
     mdir = model_dir(cfg, spec)
-    paths = [store.shard_path(mdir, s, cfg.num_shards) for s in range(cfg.num_shards)]
+    num_shards = _sampled_shard_count(mdir, cfg.num_shards)
+    paths = [store.shard_path(mdir, s, num_shards) for s in range(num_shards)]
     expected = [(p.id, j) for p in problems.problems for j in range(cfg.n_samples)]
     rows = store.merge_shards([p for p in paths if p.exists()], expected)
     gold_of = {p.id: p.gold for p in problems.problems}
@@ -259,8 +269,16 @@ def run(cfg: EvalConfig, steps: list[str] | tuple[str, ...] = STEPS) -> dict:
     out: dict = {}
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     problems = load_problem_set(cfg) if {"sample", "grade", "score"} & set(steps) else None
+    ranks = parallel.from_env()
     if "sample" in steps:  # each shard store locks itself: shards may be sampled by parallel processes
-        out["sampled"] = {spec.name: sample_model(cfg, spec, problems) for spec in cfg.models}
+        if ranks.enabled:  # torchrun: this rank's shards, a barrier, then rank 0 alone goes on
+            out["sampled"], cfg = parallel.sample_torchrun(cfg, problems, ranks)
+        elif cfg.gpus > 1:
+            out["sampled"], cfg = parallel.sample_local(cfg, problems, cfg.gpus)
+        else:
+            out["sampled"] = {spec.name: sample_model(cfg, spec, problems) for spec in cfg.models}
+    if ranks.rank != 0:
+        return out
     if set(steps) - {"sample"}:
         with storage.FolderLock(cfg.out_dir, f"evaluation folder {cfg.out_dir}"):
             _after_sampling(cfg, steps, problems, out)

@@ -93,6 +93,7 @@ class RunConfig:
     k_list: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.6, max_new_tokens=160, seed=0))
     eval_batch_size: int = 64  # engine slots while sampling
+    eval_gpus: int = 0  # sampling processes, one engine per GPU; 0 = every visible GPU (1 on CPU)
     grading_workers: int = 2
     time_method: str = "throughput"  # throughput: M1's k x tokens / measured tok/s | wall: measured sampling time
 

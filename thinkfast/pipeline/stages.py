@@ -362,8 +362,15 @@ def eval_config(cfg: RunConfig, paths: RunPaths, results: dict, eval_set, out_di
     return EvalConfig(
         models=models, dataset=_eval_dataset(cfg, eval_set), n_samples=cfg.n_samples, k_list=list(cfg.k_list),
         prompt=eval_set.prompt, sampling=copy.deepcopy(cfg.sampling), out_dir=str(out_dir), problems_per_batch=64,
-        grading_workers=cfg.grading_workers, metrics=["pass", "maj"],
+        grading_workers=cfg.grading_workers, metrics=["pass", "maj"], gpus=_eval_gpus(cfg, device),
     )
+
+
+def _eval_gpus(cfg: RunConfig, device: torch.device) -> int:
+    """Local sampling processes of the eval stage: `eval_gpus`, or every visible GPU on CUDA."""
+    if cfg.eval_gpus > 0:
+        return cfg.eval_gpus
+    return max(1, torch.cuda.device_count()) if device.type == "cuda" else 1
 
 
 def stage_eval(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:

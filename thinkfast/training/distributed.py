@@ -28,25 +28,40 @@ class DistInfo:
 
 
 def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group torchrun describes in the environment (no-op for one process)."""
+    """Join the process group torchrun describes in the environment (no-op for one process).
+
+    On CUDA call it with this rank's GPU already current (`setup_device` does): NCCL binds the
+    communicator to `device_id` at once instead of guessing the GPU from the rank (which is wrong on
+    every node but the first of a multi-node job, and a hang when two ranks pick one GPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+        if device.type == "cuda":
+            try:
+                dist.init_process_group(backend="nccl", device_id=device)
+            except TypeError:  # torch without `device_id`
+                dist.init_process_group(backend="nccl")
+        else:
+            dist.init_process_group(backend="gloo")
     return info
 
 
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
 def setup_device(name: str) -> tuple[torch.device, DistInfo]:
-    """Resolve `auto`/`cpu`/`cuda[:i]`, join the torchrun process group, and pin this rank's GPU."""
+    """Resolve `auto`/`cpu`/`cuda[:i]`, pin this rank's GPU (LOCAL_RANK), then join the torchrun group."""
     device = resolve_device(name)
-    info = init_distributed(device)
     if device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-        torch.cuda.set_device(device)
-    return device, info
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one GPU per rank: the local rank's, whatever `name` said
+            device = torch.device("cuda", local_rank())
+        elif device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)  # before init_process_group: NCCL uses the current device
+    return device, init_distributed(device)
 
 
 def all_reduce_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
