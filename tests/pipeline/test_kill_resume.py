@@ -47,7 +47,7 @@ def _config(teacher: str, out_dir) -> dict:
         ],
         "kd_data": {"synthetic_problems": 6, "gsm8k_problems": 0, "max_new_tokens": 10, "batch_size": 8,
                     "keep_truncated": True},
-        "speed": {"batch_size": 2, "prompt_tokens": 4, "new_tokens": 4},
+        "speed": {"batches": [2], "method": "sampled", "prompt_tokens": 4, "new_tokens": 4},
         "eval_sets": [{"dataset": {"name": "synthetic", "synthetic_n": 3, "synthetic_steps": 1}, "prompt": "plain"}],
         "n_samples": 3, "k_list": [1, 3],
         "sampling": {"temperature": 0.8, "max_new_tokens": 6, "seed": 0},

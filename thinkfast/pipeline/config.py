@@ -39,7 +39,8 @@ class KDDataConfig:
     heldout_problems: int = 8  # the next N GSM8K train problems: held-out teacher text for KL / top-1
     samples_per_problem: int = 1  # teacher answers per problem
     temperature: float = 0.0  # 0: greedy (then samples_per_problem must be 1)
-    prompt: str = "gsm8k"  # prompt style of the questions (as the evaluation asks them): gsm8k | math | m1 | plain
+    prompt: str | None = None  # prompt style of the questions: gsm8k | math | m1 | plain | a YAML file; None: the
+    #                            first eval set's, so the student learns the answers to questions asked as they will be
     max_new_tokens: int = 192
     batch_size: int = 64
     keep_truncated: bool = False  # keep answers cut by max_new_tokens (dropped by default)

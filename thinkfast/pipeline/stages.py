@@ -124,7 +124,7 @@ def kd_prompt_data(cfg: RunConfig, prompts: Path):
     from thinkfast.evaluation.prompts import load_template
     from thinkfast.training.config import DataConfig
 
-    template = load_template(cfg.kd_data.prompt)
+    template = load_template(cfg.kd_data.prompt or (cfg.eval_sets[0].prompt if cfg.eval_sets else "plain"))
     user = template.user.replace("{", "{{").replace("}", "}}").replace("{{question}}", "{prompt}")
     return DataConfig(path=str(prompts), system_prompt=template.system, prompt_template=user)
 
