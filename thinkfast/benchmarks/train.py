@@ -116,12 +116,12 @@ def hf_config(shape: TrainShape):
 
 def build_models(shape: TrainShape, kind: str, device: torch.device, dtype: torch.dtype | None = None):
     """kind: teacher (all attention) | hybrid | pure; random weights, built on the device."""
-    from thinkfast.convert import student_config_from_teacher
+    from thinkfast.convert import StudentSpec, student_config_from_teacher
     from thinkfast.models import ThinkfastForCausalLM
 
     target = {"teacher": "attention", "hybrid": "hybrid", "pure": "llamba"}[kind]
     layers = list(shape.attention_layers) if kind == "hybrid" else None
-    config = student_config_from_teacher(hf_config(shape), target, attention_layers=layers)
+    config = student_config_from_teacher(hf_config(shape), StudentSpec(target, attention_layers=layers))
     torch.manual_seed(0)
     with torch.device(device):
         model = ThinkfastForCausalLM(config)
@@ -348,7 +348,7 @@ def train_config(recipe: str, overrides: list[str] | None = None):
     from thinkfast.training.config import TrainConfig
 
     base = {"recipe": "mohawk" if recipe.startswith("mohawk") else recipe, "teacher": "random", "data": {"path": "random"},
-            "student": {"path": "random"} if recipe == "sft" else {},
+            "student": {"path": "random"} if recipe == "sft" else {"target": "llamba"} if recipe.startswith("mohawk") else {},
             "stages": [{"stage": int(recipe[-1])}] if recipe.startswith("mohawk") else [], "progress": False}
     if recipe in ("sft", "mohawk3"):
         base["loss"] = {"reverse_kl": 0.0, **({"ce": 1.0} if recipe == "sft" else {"forward_kl": 1.0})}

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
-    from thinkfast.convert import convert, student_config_from_teacher
+    from thinkfast.convert import StudentSpec, student_config_from_teacher, transfer_weights
     from thinkfast.teachers import load_teacher, load_tokenizer
     from thinkfast.teachers.loading import load_config
 
@@ -44,16 +44,12 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise ThinkfastError(f"output directory {out} is not empty; choose a new --out")
-    # validate the whole request against the teacher's config before loading any weights
-    student_config_from_teacher(
-        load_config(args.teacher), args.target, args.attention_layers, args.keep_attention, args.mixer,
-        args.learnable_gqa_expansion,
-    )
+    spec = StudentSpec(target=args.target, attention_layers=args.attention_layers, keep_attention=args.keep_attention,
+                       mixer=args.mixer, learnable_gqa_expansion=args.learnable_gqa_expansion)
+    # the student config is built once, from the teacher's config, before any weights load
+    config = student_config_from_teacher(load_config(args.teacher), spec)
     teacher, _ = load_teacher(args.teacher, dtype=torch.float32, tokenizer=False)
-    student = convert(
-        teacher, args.target, args.attention_layers, args.keep_attention, args.mixer,
-        args.learnable_gqa_expansion, seed=args.seed,
-    )
+    student = transfer_weights(teacher, config, seed=args.seed)
     from thinkfast.storage import atomic_dir
 
     summary = {"teacher": args.teacher, "target": args.target, **student.summary()}

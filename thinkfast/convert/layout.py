@@ -17,6 +17,27 @@ def spread_attention_layers(num_layers: int, keep: int) -> list[int]:
     return [round((i + 1) * num_layers / keep) - 1 for i in range(keep)]
 
 
+def check_request(
+    target: str,
+    attention_layers: list[int] | str | None = None,  # indices, or "auto" (all Mamba; chosen after alignment)
+    keep_attention: int | None = None,
+    mixer: str = "mamba1",
+) -> None:
+    """The checks that need no teacher (StudentSpec runs them when it is built)."""
+    if target not in TARGETS:
+        raise ThinkfastError(f"unknown conversion target {target!r}; choose one of {list(TARGETS)}")
+    if target == "attention":
+        return
+    if target == "llamba":
+        if attention_layers or keep_attention:
+            raise ThinkfastError("--to llamba makes a pure Mamba-2 student: it keeps no attention layers")
+        return
+    if mixer not in HYBRID_MIXERS:
+        raise ThinkfastError(f"unknown hybrid mixer {mixer!r}; choose one of {list(HYBRID_MIXERS)}")
+    if attention_layers != "auto" and attention_layers is not None and keep_attention is not None:
+        raise ThinkfastError("give either --attention-layers or --keep-attention, not both")
+
+
 def plan_layer_mixers(
     num_layers: int,
     target: str,
@@ -24,23 +45,17 @@ def plan_layer_mixers(
     keep_attention: int | None = None,
     mixer: str = "mamba1",
 ) -> list[str]:
-    """Validate the request and return the per-layer mixer list; raises before any work is done."""
-    if target not in TARGETS:
-        raise ThinkfastError(f"unknown conversion target {target!r}; choose one of {list(TARGETS)}")
+    """Validate the request against the layer count and return the per-layer mixer list; raises before
+    any work is done."""
+    check_request(target, attention_layers, keep_attention, mixer)
     if target == "attention":
         return ["attention"] * num_layers
     if target == "llamba":
-        if attention_layers or keep_attention:
-            raise ThinkfastError("--to llamba makes a pure Mamba-2 student: it keeps no attention layers")
         return ["discrete_mamba2"] * num_layers
-    if mixer not in HYBRID_MIXERS:
-        raise ThinkfastError(f"unknown hybrid mixer {mixer!r}; choose one of {list(HYBRID_MIXERS)}")
     if attention_layers == "auto":
         # every layer starts as a Mamba mixer; the distill recipe's alignment stage measures which
         # `keep_attention` layers go back to attention (training/align.py: select_attention_layers)
         return [mixer] * num_layers
-    if attention_layers is not None and keep_attention is not None:
-        raise ThinkfastError("give either --attention-layers or --keep-attention, not both")
     if attention_layers is None:
         keep = keep_attention if keep_attention is not None else max(1, round(num_layers / 4))
         if not 0 < keep < num_layers:

@@ -11,25 +11,18 @@ from __future__ import annotations
 
 import torch
 
-from thinkfast.convert.layout import plan_layer_mixers
+from thinkfast.convert.spec import StudentSpec
 from thinkfast.errors import ThinkfastError
 from thinkfast.models import ThinkfastConfig, ThinkfastForCausalLM
 from thinkfast.teachers.families import student_config_kwargs
 
 
-def student_config_from_teacher(
-    teacher_config,
-    target: str = "hybrid",
-    attention_layers: list[int] | None = None,
-    keep_attention: int | None = None,
-    mixer: str = "mamba1",
-    learnable_gqa_expansion: bool = False,
-) -> ThinkfastConfig:
+def student_config_from_teacher(teacher_config, spec: StudentSpec | str | None = None, **fields) -> ThinkfastConfig:
+    """The student's ThinkfastConfig for `spec` (a StudentSpec, or a target name and/or its field keywords)."""
+    spec = StudentSpec.of(spec, **fields)
     kwargs = student_config_kwargs(teacher_config)
-    kwargs["layer_mixers"] = plan_layer_mixers(
-        kwargs["num_hidden_layers"], target, attention_layers, keep_attention, mixer
-    )
-    kwargs["mamba1"] = {"learnable_gqa_expansion": learnable_gqa_expansion}
+    kwargs["layer_mixers"] = spec.layer_mixers(kwargs["num_hidden_layers"])
+    kwargs["mamba1"] = {"learnable_gqa_expansion": spec.learnable_gqa_expansion}
     heads, head_dim = kwargs["num_attention_heads"], kwargs["head_dim"]
     # a pure student keeps the teacher's head geometry so Q/K/V map head for head
     kwargs["discrete_mamba2"] = {
@@ -122,20 +115,18 @@ def _transfer_mixer(student_mixer, kind: str, attn, cfg: ThinkfastConfig) -> Non
     _copy(student_mixer.out_proj.weight, o.weight)
 
 
+def convert(teacher, spec: StudentSpec | str | None = None, seed: int = 0, **fields) -> ThinkfastForCausalLM:
+    """Teacher (HF Llama / Qwen2 / Mistral causal LM) -> ThinkfastForCausalLM in fp32.
+
+    `spec` is a StudentSpec; a target name and/or StudentSpec field keywords also work
+    (`convert(teacher, "hybrid", keep_attention=1)`).
+    """
+    return transfer_weights(teacher, student_config_from_teacher(teacher.config, spec, **fields), seed)
+
+
 @torch.no_grad()
-def convert(
-    teacher,
-    target: str = "hybrid",
-    attention_layers: list[int] | None = None,
-    keep_attention: int | None = None,
-    mixer: str = "mamba1",
-    learnable_gqa_expansion: bool = False,
-    seed: int = 0,
-) -> ThinkfastForCausalLM:
-    """Teacher (HF Llama / Qwen2 / Mistral causal LM) -> ThinkfastForCausalLM in fp32."""
-    config = student_config_from_teacher(
-        teacher.config, target, attention_layers, keep_attention, mixer, learnable_gqa_expansion
-    )
+def transfer_weights(teacher, config: ThinkfastConfig, seed: int = 0) -> ThinkfastForCausalLM:
+    """Build the student of `config` (from `student_config_from_teacher`) and copy the teacher's weights in."""
     teacher_inner = _teacher_layers(teacher)
     torch.manual_seed(seed)  # new parameters (A_log aside) get reproducible random init
     student = ThinkfastForCausalLM(config).float()

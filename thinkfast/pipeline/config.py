@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
-
+from thinkfast.convert.spec import StudentSpec
 from thinkfast.errors import ThinkfastError
 from thinkfast.evaluation.config import DatasetSpec
 from thinkfast.inference.params import SamplingParams
 
 
-@dataclass
-class StudentRun:
-    """One student: how it is converted and which recipe distils it.
+@dataclass(kw_only=True)
+class StudentRun(StudentSpec):
+    """One student: how it is converted (the StudentSpec fields, flat in YAML: target hybrid | llamba,
+    attention_layers, keep_attention, mixer, learnable_gqa_expansion) and which recipe distils it.
 
     `train` holds TrainConfig keys (thinkfast/training/config.py) merged over the recipe's
     defaults: max_steps, data.seq_len, optim.lr, stages, ...; teacher, data.path, student and
@@ -20,12 +20,6 @@ class StudentRun:
     """
 
     name: str
-    target: str = "hybrid"  # hybrid | llamba
-    keep_attention: int | None = None
-    # explicit indices, or "auto": all Mamba at conversion, then the `keep_attention` layers whose
-    # attention lowers the KL to the teacher most go back to attention after alignment
-    attention_layers: list[int] | Literal["auto"] | None = None
-    mixer: str = "mamba1"
     recipe: str = "distill"  # distill (hybrids) | mohawk (pure students)
     train: dict = field(default_factory=dict)
     sft: dict | None = None  # TrainConfig keys for an SFT pass after distillation (None: skip)
@@ -107,6 +101,8 @@ class RunConfig:
                 raise ThinkfastError(f"student {s.name!r}: recipe must be distill or mohawk, got {s.recipe!r}")
             if s.target not in ("hybrid", "llamba"):
                 raise ThinkfastError(f"student {s.name!r}: target must be hybrid or llamba, got {s.target!r}")
+            if s.recipe == "mohawk" and s.target == "hybrid":
+                raise ThinkfastError(f"student {s.name!r}: the mohawk recipe distils a pure student: set target: llamba")
         if not self.eval_sets:
             raise ThinkfastError("eval_sets is empty: add at least one dataset (e.g. {dataset: {name: synthetic}})")
         if self.time_method not in ("throughput", "wall"):

@@ -79,7 +79,7 @@ def stage_convert(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
     for s in cfg.students:
         out = paths.student(s.name) / "init"
         if not (out / "config.json").is_file():
-            student = convert(teacher, s.target, s.attention_layers, s.keep_attention, s.mixer, seed=cfg.seed)
+            student = convert(teacher, s.spec(), seed=cfg.seed)
             tmp = out.with_name("init.partial")
             student.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)

@@ -7,8 +7,8 @@ fail without touching a model or a file runs in `validate()`, so a bad config st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
+from thinkfast.convert.spec import StudentSpec
 from thinkfast.errors import ThinkfastError
 
 RECIPES = ("distill", "mohawk", "sft")
@@ -89,15 +89,13 @@ class OptimConfig:
             raise ThinkfastError(f"optim.lr must be > 0, got {self.lr}")
 
 
-@dataclass
-class StudentConfig:
+@dataclass(kw_only=True)
+class StudentConfig(StudentSpec):
+    """The student: an existing directory (`path`), else the teacher converted as the StudentSpec fields
+    (target, attention_layers, keep_attention, mixer, learnable_gqa_expansion) say.  With
+    attention_layers=auto the alignment stage picks the `keep_attention` layers (needs align.max_steps > 0)."""
+
     path: str | None = None  # an existing student directory (save_pretrained layout); else convert the teacher
-    target: str = "hybrid"  # hybrid | llamba (conversion target)
-    # explicit indices, or "auto": start all-Mamba and keep as attention the `keep_attention` layers whose
-    # attention lowers the KL to the teacher most after alignment (needs align.max_steps > 0)
-    attention_layers: list[int] | Literal["auto"] | None = None
-    keep_attention: int | None = None
-    mixer: str = "mamba1"
 
 
 @dataclass
@@ -181,6 +179,8 @@ class TrainConfig:
             raise ThinkfastError("the sft recipe trains an existing model: set student.path to its directory")
         if self.recipe == "mohawk" and not self.stages:
             raise ThinkfastError("the mohawk recipe needs `stages:` (a list of {stage: 1|2|3, max_steps: N})")
+        if self.recipe == "mohawk" and not self.student.path and self.student.target == "hybrid":
+            raise ThinkfastError("the mohawk recipe distils a pure student: set student.target: llamba")
         if self.recipe != "mohawk" and self.stages:
             raise ThinkfastError(f"`stages` only applies to the mohawk recipe, not {self.recipe}")
         if not self.data.path:

@@ -76,9 +76,7 @@ def build_student(cfg: TrainConfig, hf_teacher=None):
         from thinkfast.loading import load_model
 
         return load_model(s.path, dtype=torch.float32, device="cpu", tokenizer=False)[0]
-    target = "llamba" if cfg.recipe == "mohawk" and s.target == "hybrid" and s.attention_layers is None and s.keep_attention is None else s.target
-    return convert(hf_teacher, target=target, attention_layers=s.attention_layers, keep_attention=s.keep_attention,
-                   mixer=s.mixer, seed=cfg.seed)
+    return convert(hf_teacher, s.spec(), seed=cfg.seed)  # a mohawk + hybrid request stopped in TrainConfig.validate
 
 
 def _prepare(cfg: TrainConfig):

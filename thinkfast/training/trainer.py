@@ -12,23 +12,20 @@ all processes), so one process with batch G and k processes with G/k each take t
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from thinkfast import faults, storage
-from thinkfast.config import save_config
-from thinkfast.device import resolve_dtype
+from thinkfast import faults
 from thinkfast.errors import ThinkfastError
 from thinkfast.training import checkpoint as ckpt
 from thinkfast.training.config import TrainConfig
-from thinkfast.training.distributed import DistInfo, all_reduce_sum, barrier, full_state, load_full_state, wrap
-from thinkfast.training.metrics import MetricsLog
+from thinkfast.training.distributed import DistInfo, all_reduce_sum, full_state, load_full_state, wrap
+from thinkfast.training.loop import Chassis, Finished, autocast_for, folder_lock, open_checkpoint
+from thinkfast.training.loop import no_sync as _no_sync
 from thinkfast.training.schedule import build_optimizer, build_scheduler
 
 
@@ -39,22 +36,6 @@ class TrainResult:
     final_dir: Path | None = None
     tokens_per_s: float = 0.0
     peak_memory_gb: float = 0.0
-
-
-def autocast_for(cfg_dtype: str, device: torch.device):
-    if resolve_dtype(cfg_dtype, device) == torch.bfloat16:
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
-def _no_sync(module, last: bool):
-    """Skip the gradient all-reduce on all but the last micro-batch of a step."""
-    if hasattr(module, "set_requires_gradient_sync"):  # FSDP2
-        module.set_requires_gradient_sync(last)
-        return contextlib.nullcontext()
-    if not last and isinstance(module, torch.nn.parallel.DistributedDataParallel):
-        return module.no_sync()
-    return contextlib.nullcontext()
 
 
 def _h2d(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -202,70 +183,39 @@ def train(
     on_step=None,  # callback(step, loss) after each optimizer step (tests use it to interrupt)
 ) -> TrainResult:
     output_dir = Path(output_dir)
-    lock = storage.FolderLock(output_dir, f"training folder {output_dir}") if info.main else None
-    if lock is not None:
-        lock.acquire()
-    try:
+    with folder_lock(output_dir, "training folder", info):
         return _train_locked(task, loader, cfg, output_dir, max_steps, lr, info, device, resume, on_step)
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def _train_locked(task, loader, cfg: TrainConfig, output_dir: Path, max_steps: int, lr: float, info: DistInfo,
                   device: torch.device, resume: bool, on_step) -> TrainResult:
-    if info.main:
-        ckpt.clean(output_dir)  # temporary files of a killed save (we hold the folder's lock)
-    barrier(info)
-    found = ckpt.load_checkpoint(output_dir)
-    final = output_dir / "final"
-    if found is None and storage.model_dir_complete(final):
-        if not resume:
-            raise ThinkfastError(
-                f"{output_dir} already holds a finished model ({final}): choose another output_dir, or pass "
-                "--resume to accept it as it is"
-            )
-        return TrainResult(final_dir=final)
-    if found is not None and not resume:
-        raise ThinkfastError(
-            f"{output_dir} already holds a checkpoint (step {found['step']}): pass --resume to continue it, "
-            "or choose another output_dir"
-        )
+    try:
+        found = open_checkpoint(output_dir, resume, info, finished="model")
+    except Finished as done:
+        return TrainResult(final_dir=done.final)
     module = task.module.to(device)
     model = wrap(module, info, cfg.distributed, device, task.block_types)
     optimizer, scheduler = optimizer_for(model, cfg, info, lr, max_steps, no_decay=getattr(task, "no_decay", None))
-    start = 0
     if found is not None:
         load_full_state(model, optimizer, found["model"], found["optimizer"], info)
         scheduler.load_state_dict(found["scheduler"])
         loader.load_state_dict(found["loader"])
         ckpt.restore_rng(found, output_dir, info.rank)
-        start = int(found["step"])
-    if info.main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, output_dir / "config.yaml")
-    log = MetricsLog(output_dir, enabled=info.main, resume_step=start if found is not None else None)
+
+    def state() -> dict:
+        model_state, optim_state = full_state(model, optimizer, info)
+        return {"model": model_state, "optimizer": optim_state, "scheduler": scheduler.state_dict(),
+                "loader": loader.state_dict(), "world_size": info.world_size}
+
+    chassis = Chassis(cfg, output_dir, info, found, max_steps, state)
+    start = chassis.start
     autocast = autocast_for(cfg.dtype, device)
     params = [p for p in model.parameters() if p.requires_grad]
     result = TrainResult()
-    bar = tqdm(total=max_steps, initial=start, disable=not (cfg.progress and info.main), dynamic_ncols=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     total_tokens, total_time = 0, 0.0
     model.train()
-
-    def save(step: int) -> None:
-        model_state, optim_state = full_state(model, optimizer, info)
-        state = {
-            "step": step,
-            "model": model_state,
-            "optimizer": optim_state,
-            "scheduler": scheduler.state_dict(),
-            "loader": loader.state_dict(),
-            "world_size": info.world_size,
-        }
-        ckpt.save_checkpoint(output_dir, state, info)
-        barrier(info)
 
     guard = UpdateGuard(optimizer, device)
     pending: _InFlight | None = None  # the step whose metrics are still on the device
@@ -305,10 +255,7 @@ def _train_locked(task, loader, cfg: TrainConfig, output_dir: Path, max_steps: i
             row[name] = value / denom
         if device.type == "cuda":
             row["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-        if flight.step % cfg.log_every == 0 or flight.step == max_steps:
-            log.log(row)
-        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{step_tokens / dt:,.0f}")
-        bar.update(1)
+        chassis.record(flight.step, row, loss=f"{loss:.4f}", tok_s=f"{step_tokens / dt:,.0f}")
         if on_step is not None:
             on_step(flight.step, loss)
 
@@ -329,29 +276,22 @@ def _train_locked(task, loader, cfg: TrainConfig, output_dir: Path, max_steps: i
         if pending is not None:  # the previous step: done by now or soon, while this one runs
             finish(pending)
         pending = flight
-        saving = bool(cfg.save_every) and (step + 1) % cfg.save_every == 0 and step + 1 < max_steps
+        saving = chassis.due(step + 1)
         # on a GPU, a step's metrics are read while the next step runs; elsewhere (and before a save, at the
         # end, or for a callback that may stop the run) at once
         if device.type not in LAGGED_METRICS_DEVICES or saving or step + 1 == max_steps or on_step is not None:
             finish(pending)
             pending = None
         if saving:
-            save(step + 1)
+            chassis.save(step + 1)
             last_done = time.perf_counter()  # the next step's time excludes the checkpoint write, as before
         faults.point("train-step", str(step + 1))
-    bar.close()
-    log.close()
-    if start < max_steps:
-        save(max_steps)
+    chassis.close()
     result.tokens_per_s = total_tokens / total_time if total_time else 0.0
     if device.type == "cuda":
         result.peak_memory_gb = torch.cuda.max_memory_allocated(device) / 2**30
     model_state, _ = full_state(model, optimizer, info) if info.enabled else (module.state_dict(), None)
-    if info.main:
-        with storage.atomic_dir(final) as tmp:  # final/ appears whole or not at all: it is the done marker
-            task.save_final(tmp, model_state)
-        if not cfg.keep_checkpoint:
-            ckpt.discard(output_dir)
+    final = chassis.write_final(lambda tmp: task.save_final(tmp, model_state))
+    if final is not None:
         result.final_dir = final
-    barrier(info)
     return result
