@@ -217,6 +217,25 @@ def _bench_ssd(shape, batch, l, device, timer, copy_gbs, dtype):
         return [dict(kernel="ssd_fla", shape=shape.name, batch=batch, length=l, error=repr(err)[:300])]
 
 
+def time_projections(shape, tokens: int, device, dtype, timer) -> tuple[float, int]:
+    """ms for a Mamba-1 layer's in_proj + out_proj matmuls, forward and both backward products, on `tokens`
+    rows (what the selective scan is compared with), and their FLOPs."""
+    dm, d, dxb = shape.d_model, shape.d_inner, shape.d_xb
+    proj_out = d + dxb + dxb + d + math.ceil(dm / 16)  # z | x | B | C | dt_low
+    X = torch.randn(tokens, dm, device=device, dtype=dtype)
+    W_in = torch.randn(proj_out, dm, device=device, dtype=dtype)
+    Y = torch.randn(tokens, d, device=device, dtype=dtype)
+    W_out = torch.randn(dm, d, device=device, dtype=dtype)
+    dO_in = torch.randn(tokens, proj_out, device=device, dtype=dtype)
+    dO_out = torch.randn(tokens, dm, device=device, dtype=dtype)
+
+    def matmuls():
+        X @ W_in.t(), dO_in @ W_in, dO_in.t() @ X  # in_proj: forward, d input, d weight
+        Y @ W_out.t(), dO_out @ W_out, dO_out.t() @ Y  # out_proj
+
+    return timer(matmuls), 3 * 2 * tokens * (dm * proj_out + d * dm)
+
+
 def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.bfloat16, scan_configs=()):
     """3B layer: scan fwd+bwd vs in_proj + out_proj matmuls fwd+bwd (the 3B hybrid's Mamba-1 dimensions).
 
@@ -225,28 +244,8 @@ def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.b
     from thinkfast.ops.triton.selective_scan import selective_scan
 
     shape = SHAPES["3b"]
-    dm, d, dxb = shape.d_model, shape.d_inner, shape.d_xb
-    dt_rank = math.ceil(dm / 16)
-    proj_out = d + dxb + dxb + d + dt_rank  # z | x | B | C | dt_low
-    tok = batch * length
-    X = torch.randn(tok, dm, device=device, dtype=dtype)
-    W_in = torch.randn(proj_out, dm, device=device, dtype=dtype)
-    Y = torch.randn(tok, d, device=device, dtype=dtype)
-    W_out = torch.randn(dm, d, device=device, dtype=dtype)
-    dO_in = torch.randn(tok, proj_out, device=device, dtype=dtype)
-    dO_out = torch.randn(tok, dm, device=device, dtype=dtype)
-
-    def matmuls():
-        X @ W_in.t()  # forward in_proj
-        dO_in @ W_in  # dX
-        dO_in.t() @ X  # dW
-        Y @ W_out.t()
-        dO_out @ W_out
-        dO_out.t() @ Y
-
-    mm_ms = timer(matmuls)
-    flops = 3 * 2 * tok * (dm * proj_out + d * dm)
-    del X, W_in, Y, W_out, dO_in, dO_out
+    d = shape.d_inner
+    mm_ms, flops = time_projections(shape, batch * length, device, dtype, timer)
     t = _scan_inputs(batch, length, shape, device, dtype, True)
     gy = torch.randn(batch, length, d, device=device, dtype=dtype)
 

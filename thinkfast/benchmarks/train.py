@@ -199,29 +199,20 @@ def scan_record(shape_name: str, device: torch.device, batch: int, length: int) 
     """Mamba-1 selective scan fwd+bwd vs the layer's in_proj + out_proj matmuls fwd+bwd (bench kernels'
     comparison, through `dispatch.selective_scan` as the model calls it)."""
     from thinkfast.benchmarks.kernels import SHAPES as KSHAPES
-    from thinkfast.benchmarks.kernels import _scan_inputs
+    from thinkfast.benchmarks.kernels import _scan_inputs, time_projections
     from thinkfast.ops import dispatch
 
     shape = KSHAPES[shape_name]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    dm, d, dxb = shape.d_model, shape.d_inner, shape.d_xb
-    proj_out = d + dxb + dxb + d + math.ceil(dm / 16)  # z | x | B | C | dt_low
-    tok = batch * length
-    X = torch.randn(tok, dm, device=device, dtype=dtype)
-    W_in = torch.randn(proj_out, dm, device=device, dtype=dtype)
-    Y = torch.randn(tok, d, device=device, dtype=dtype)
-    W_out = torch.randn(dm, d, device=device, dtype=dtype)
-    dO_in = torch.randn(tok, proj_out, device=device, dtype=dtype)
-    dO_out = torch.randn(tok, dm, device=device, dtype=dtype)
-
-    def matmuls():
-        X @ W_in.t(), dO_in @ W_in, dO_in.t() @ X  # in_proj forward, d input, d weight
-        Y @ W_out.t(), dO_out @ W_out, dO_out.t() @ Y  # out_proj
-
+    dm, d = shape.d_model, shape.d_inner
+    proj_out = 2 * d + 2 * shape.d_xb + math.ceil(dm / 16)  # z | x | B | C | dt_low
     reps = 10 if device.type == "cuda" else 2
-    matmuls()
-    proj_ms = _median_ms(matmuls, device, reps)
-    del X, W_in, Y, W_out, dO_in, dO_out
+
+    def timer(fn):
+        fn()  # warm-up
+        return _median_ms(fn, device, reps)
+
+    proj_ms, _ = time_projections(shape, batch * length, device, dtype, timer)
     t = _scan_inputs(batch, length, shape, device, dtype, True)
     gy = torch.randn(batch, length, d, device=device, dtype=dtype)
 

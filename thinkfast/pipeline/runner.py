@@ -22,7 +22,7 @@ from thinkfast.pipeline.stages import STAGE_FUNCTIONS, RunPaths
 
 STAGES = tuple(STAGE_FUNCTIONS)
 # rough share of a CPU default run per stage, for the time-left estimate before real timings exist
-_DEFAULT_WEIGHTS = {"convert": 30, "kd_data": 90, "distill": 330, "sft": 1, "speed": 30, "eval": 300, "report": 5}
+_DEFAULT_WEIGHTS = {"convert": 15, "kd_data": 90, "distill": 470, "sft": 1, "speed": 40, "eval": 360, "report": 5}
 
 
 def _outputs_of(stage: str, paths: RunPaths, cfg: RunConfig) -> list:
