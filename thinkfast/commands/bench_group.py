@@ -12,6 +12,25 @@ from __future__ import annotations
 
 import argparse
 
+from thinkfast.errors import ThinkfastError
+
+
+def parse_ints(text: str) -> list[int]:
+    """`--batches 256,512` -> [256, 512], or one line naming the bad value."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise ThinkfastError(f"expected comma-separated integers, got {text!r}") from err
+
+
+def parse_shapes(text: str, known) -> list[str]:
+    """`--shapes 1b,3b` -> ["1b", "3b"], each checked against the benchmark's `known` shapes."""
+    shapes = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in shapes if s not in known]
+    if bad:
+        raise ThinkfastError(f"unknown shape(s) {bad}; choose from {sorted(known)}")
+    return shapes
+
 _ATTR = "_thinkfast_bench_subparsers"
 
 

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from thinkfast.commands.bench_group import get_bench_subparsers
+from thinkfast.commands.bench_group import get_bench_subparsers, parse_ints, parse_shapes
 from thinkfast.errors import ThinkfastError
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise ThinkfastError(f"expected comma-separated integers, got {text!r}") from err
 
 
 def _configs(text: str) -> list[tuple[int, int, int | None]]:
@@ -57,13 +50,10 @@ def _run(args) -> int:
 
     from thinkfast.benchmarks.kernels import SHAPES, run
 
-    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
-    bad = [s for s in shapes if s not in SHAPES]
-    if bad:
-        raise ThinkfastError(f"unknown shape(s) {bad}; choose from {sorted(SHAPES)}")
+    shapes = parse_shapes(args.shapes, SHAPES)
     if not torch.cuda.is_available() and not args.allow_cpu:
         raise ThinkfastError("kernel benchmarks need a CUDA GPU")
-    result = run(args.out, shapes=shapes, batches=_ints(args.batches), lengths=_ints(args.lengths),
+    result = run(args.out, shapes=shapes, batches=parse_ints(args.batches), lengths=parse_ints(args.lengths),
                  scan_batch=args.scan_batch, with_ssd=not args.no_ssd, compare=not args.no_compare,
                  scan_configs=_configs(args.scan_configs))
     print(open(f"{args.out}/kernels.md").read())

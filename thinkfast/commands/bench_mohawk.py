@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from thinkfast.commands.bench_group import get_bench_subparsers
+from thinkfast.commands.bench_group import get_bench_subparsers, parse_ints, parse_shapes
 from thinkfast.errors import ThinkfastError
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise ThinkfastError(f"expected comma-separated integers, got {text!r}") from err
 
 
 def register(subparsers) -> None:
@@ -40,16 +33,13 @@ def _run(args) -> int:
 
     from thinkfast.benchmarks.mohawk import SHAPES, run
 
-    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
-    bad = [s for s in shapes if s not in SHAPES]
-    if bad:
-        raise ThinkfastError(f"unknown shape(s) {bad}; choose from {sorted(SHAPES)}")
-    stages = _ints(args.stages)
+    shapes = parse_shapes(args.shapes, SHAPES)
+    stages = parse_ints(args.stages)
     if not stages or any(s not in (1, 2) for s in stages):
         raise ThinkfastError(f"--stages takes 1 and/or 2, got {args.stages!r}")
     if not torch.cuda.is_available() and not args.allow_cpu:
         raise ThinkfastError("the MOHAWK benchmark measures GPU memory: it needs a CUDA GPU")
     rows = run(args.out, shapes=shapes, stages=stages, steps=args.steps, batch=args.batch, length=args.length,
-               chunks=_ints(args.chunks), command="thinkfast " + " ".join(sys.argv[1:]))
+               chunks=parse_ints(args.chunks), command="thinkfast " + " ".join(sys.argv[1:]))
     print(open(f"{args.out}/mohawk.md").read())
     return 0 if all(r.get("ok") for r in rows) else 1
