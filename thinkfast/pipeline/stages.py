@@ -198,10 +198,12 @@ def _train_one(cfg: RunConfig, paths: RunPaths, recipe: str, student_path: Path,
                               str(heldout_path) if heldout_path is not None else None)
     final = _final_dir(recipe, output_dir, train_cfg)
     if not storage.model_dir_complete(final):
-        dirs = [output_dir, output_dir / "align"] if recipe != "mohawk" else sorted(output_dir.glob("stage*"))
+        dirs = ([output_dir, output_dir / "align", output_dir / "offline"] if recipe != "mohawk"
+                else sorted(output_dir.glob("stage*")))
         resume = any(has_checkpoint(d) for d in dirs)
         run_recipe(train_cfg, resume=resume)
-    metrics_files = ([output_dir / "align" / "metrics.jsonl", output_dir / "metrics.jsonl"] if recipe != "mohawk"
+    metrics_files = ([output_dir / "align" / "metrics.jsonl", output_dir / "offline" / "metrics.jsonl",
+                      output_dir / "metrics.jsonl"] if recipe != "mohawk"
                      else sorted(output_dir.glob("stage*/metrics.jsonl")))
     stages = []
     for path in metrics_files:
@@ -214,6 +216,8 @@ def _train_one(cfg: RunConfig, paths: RunPaths, recipe: str, student_path: Path,
                 "tokens": sum(r.get("tokens", 0) for r in rows), "seconds": sum(r.get("step_time_s", 0.0) for r in rows),
             })
     out = {"recipe": recipe, "path": paths.rel(final), "stages": stages, "model": _final_facts(final)}
+    if (output_dir / "timings.json").is_file():  # where the stage's wall time went (steps vs the rest)
+        out["timings"] = json.loads((output_dir / "timings.json").read_text())
     if (output_dir / "fidelity.json").is_file():
         out["fidelity"] = json.loads((output_dir / "fidelity.json").read_text())
     if (output_dir / "align" / "selection.json").is_file():

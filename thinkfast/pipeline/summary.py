@@ -54,6 +54,9 @@ def run_summary(cfg, results: dict, n_budgets: int = 20) -> dict:
         "date": dt.date.today().isoformat(),
         "distill_seconds": sum(st.get("seconds") or 0.0 for info in distill.values() for st in info.get("stages", [])),
         "distill_tokens": sum(st.get("tokens") or 0 for info in distill.values() for st in info.get("stages", [])),
+        # the distill stage's wall time: loading, measurements, layer selection, generation rounds and checkpoints
+        # included (`distill_seconds` counts training steps only); per phase in each student's timings
+        "distill_wall_seconds": sum(sum((info.get("timings") or {}).values()) for info in distill.values()) or None,
         "eval_sets": {},
     }
     for set_name, info in results.get("eval", {}).items():

@@ -56,12 +56,14 @@ class RolloutEngine:
             self.builds += 1
         return self.engine
 
-    def generate(self, prompt_ids: list[list[int]], params: SamplingParams, n: int) -> list[list[Completion]]:
+    def generate(self, prompt_ids: list[list[int]], params: SamplingParams, n: int,
+                 keys: list[int] | None = None) -> list[list[Completion]]:
+        """`keys`: a stable identity per prompt (Engine.generate), so a prompt's samples do not depend on the batch."""
         self.refresh()
         was_training = self.policy.training
         self.policy.eval()
         try:
-            return self.get().generate(prompt_ids, params, n=n, progress=False)
+            return self.get().generate(prompt_ids, params, n=n, progress=False, keys=keys)
         finally:
             self.policy.train(was_training)
             if self.cfg.release_between_phases:

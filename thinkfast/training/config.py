@@ -120,6 +120,33 @@ class AlignConfig:
 
 
 @dataclass
+class OnPolicyConfig:
+    """Hybrid distillation's last stage: end-to-end distillation on the student's OWN answers (onpolicy.py).
+
+    Each round the student answers `prompts_per_round` prompts of the training data (their prompt part) with
+    the engine at its current weights; the token loss against the teacher is taken at every generated
+    position. The offline end-to-end steps (`max_steps`) run first, on the teacher's answers."""
+
+    max_steps: int = 0  # 0: no on-policy stage
+    lr: float | None = None  # None: optim.lr
+    warmup: float | None = None  # None: optim.warmup
+    prompts_per_round: int = 512  # answers generated per round (each prompt once); a round trains on all of them
+    temperature: float = 1.0  # sampling temperature of the student's answers
+    max_new_tokens: int = 512
+    max_batch: int | None = None  # decode slots (None: prompts_per_round)
+
+    def validate(self) -> None:
+        if self.max_steps < 0 or self.prompts_per_round < 1 or self.max_new_tokens < 1:
+            raise ThinkfastError("onpolicy.max_steps must be >= 0, onpolicy.prompts_per_round and "
+                                 "onpolicy.max_new_tokens >= 1")
+        if self.temperature <= 0:
+            raise ThinkfastError(f"onpolicy.temperature must be > 0 (the student samples its answers), got "
+                                 f"{self.temperature}")
+        if self.lr is not None and self.lr <= 0:
+            raise ThinkfastError(f"onpolicy.lr must be > 0, got {self.lr}")
+
+
+@dataclass
 class MohawkStage:
     stage: int = 1  # 1: mixer matrix, 2: block output, 3: end-to-end logits
     max_steps: int = 100
@@ -149,6 +176,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     stages: list[MohawkStage] = field(default_factory=list)  # mohawk only, run in order
     align: AlignConfig = field(default_factory=AlignConfig)  # distill only: mixer alignment before end-to-end
+    onpolicy: OnPolicyConfig = field(default_factory=OnPolicyConfig)  # distill only: on the student's own answers
     heldout: DataConfig | None = None  # held-out teacher text: KL / top-1 agreement measured before and after
     heldout_rows: int = 16  # rows of heldout.seq_len tokens measured
     output_dir: str = "runs/thinkfast"
@@ -192,6 +220,11 @@ class TrainConfig:
             raise ThinkfastError("dtype / teacher_dtype must be auto, fp32 or bf16")
         if self.align.max_steps and self.recipe != "distill":
             raise ThinkfastError(f"align only applies to the distill recipe (hybrids), not {self.recipe}")
+        if self.onpolicy.max_steps and self.recipe != "distill":
+            raise ThinkfastError(f"onpolicy only applies to the distill recipe, not {self.recipe}")
+        if self.onpolicy.max_steps and self.data.train_on != "response":
+            raise ThinkfastError("onpolicy needs prompts to answer: data.train_on must be 'response' (records with "
+                                 "a user turn); the student's answers replace the responses")
         auto = self.student.attention_layers == "auto"
         if auto and not (self.align.max_steps and self.student.keep_attention):
             raise ThinkfastError(

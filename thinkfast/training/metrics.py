@@ -45,3 +45,34 @@ class MetricsLog:
 
 def read_metrics(path: str | Path) -> list[dict]:
     return storage.read_jsonl(path)
+
+
+class PhaseTimes:
+    """Wall seconds of a recipe's phases (loading, measurements, each stage) in `<dir>/timings.json`.
+
+    `with times("align"): ...` adds the block's seconds to that phase; a resumed run adds to what the
+    killed one recorded, so the file says where the whole run's time went (e.g. steps vs everything else)."""
+
+    def __init__(self, output_dir: str | Path, enabled: bool = True):
+        self.path, self.enabled = Path(output_dir) / "timings.json", enabled
+        self.seconds: dict[str, float] = {}
+        if enabled and self.path.is_file():
+            import json
+
+            self.seconds = {k: float(v) for k, v in json.loads(self.path.read_text()).items()}
+
+    def __call__(self, phase: str):
+        import contextlib
+        import time
+
+        @contextlib.contextmanager
+        def timed():
+            start = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+                if self.enabled:
+                    storage.atomic_write_json(self.path, {k: round(v, 3) for k, v in self.seconds.items()})
+
+        return timed()

@@ -11,6 +11,7 @@ Everything that can be checked (config, data, lengths) is checked before a model
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from thinkfast.training.config import DataConfig, TrainConfig
 from thinkfast.training.data import load_documents
 from thinkfast.training.distributed import DistInfo, setup_device
 from thinkfast.training.fidelity import FidelityLog, fidelity
+from thinkfast.training.metrics import PhaseTimes
 from thinkfast.training.packing import PackedLoader
 from thinkfast.training.tasks import MohawkLayerTask, TokenLossTask
 from thinkfast.training.trainer import TrainResult, train
@@ -126,81 +128,158 @@ def _align_data(cfg: TrainConfig) -> DataConfig:
     return dataclasses.replace(cfg.data, seq_len=cfg.align.seq_len or cfg.data.seq_len, train_on="all")
 
 
-def _align_stage(cfg: TrainConfig, student, teacher, tokenizer, info, device, resume, on_step, fid, heldout):
+def _align_stage(cfg: TrainConfig, student, teacher, tokenizer, info, device, resume, on_step, fid, heldout, clock):
     """Stage 1 of hybrid distillation (align.py), in <output_dir>/align; returns the aligned student."""
     from thinkfast.models import ThinkfastForCausalLM
-    from thinkfast.training.align import MixerAlignTask, select_attention_layers, use_teacher_attention
+    from thinkfast.training.align import MixerAlignTask
 
     a = cfg.align
     align_dir = Path(cfg.output_dir) / "align"
     selection_file = align_dir / "selection.json"
     keep = a.select_attention or (cfg.student.keep_attention if cfg.student.attention_layers == "auto" else 0)
     final = align_dir / "final"
-    if (final / "config.json").is_file() and (not keep or selection_file.is_file()):
-        return ThinkfastForCausalLM.from_pretrained(str(final), dtype=torch.float32)  # finished earlier
+    if model_dir_complete(final) and (not keep or selection_file.is_file()):  # finished earlier
+        student = ThinkfastForCausalLM.from_pretrained(str(final), dtype=torch.float32)
+        if keep:  # selection.json is written before the model it describes: finish a save a kill cut short
+            chosen = [i for i in json.loads(selection_file.read_text())["chosen"]
+                      if student.config.layer_mixers[i] != "attention"]
+            if chosen:
+                _save_selected(student, teacher, chosen, final, tokenizer, info)
+        return student
     layers = [i for i, m in enumerate(student.config.layer_mixers) if m != "attention"]
-    if (final / "config.json").is_file():  # killed between alignment and selection: redo the selection only
+    if model_dir_complete(final):  # killed between alignment and selection: redo the selection only
         student = ThinkfastForCausalLM.from_pretrained(str(final), dtype=torch.float32)
     else:
-        _measure(fid, "init", student, teacher, heldout, device, layers)
+        with clock("measure"):
+            _measure(fid, "init", student, teacher, heldout, device, layers)
         student = _finish_student(student, cfg)
         task = MixerAlignTask(student, teacher, layers, tokenizer)
         micro, accum = a.micro_batch_size or cfg.micro_batch_size, a.grad_accum or cfg.grad_accum
         stage_cfg = dataclasses.replace(cfg, output_dir=str(align_dir), micro_batch_size=micro, grad_accum=accum,
                                         optim=dataclasses.replace(cfg.optim, warmup=a.warmup, lr=a.lr))
         loader = make_loader(_align_data(cfg), stage_cfg, tokenizer, info)
-        train(task, loader, stage_cfg, align_dir, a.max_steps, a.lr, info, device, resume, on_step)
+        with clock("align"):
+            train(task, loader, stage_cfg, align_dir, a.max_steps, a.lr, info, device, resume, on_step)
         student = task.module.student
     student.to(device)
     if keep:
-        import json
-
-        from thinkfast.convert.layout import spread_attention_layers
-
-        sel_cfg = dataclasses.replace(cfg, micro_batch_size=a.selection_rows, grad_accum=1, seed=cfg.seed + 1)
-        rows = make_loader(_align_data(cfg), sel_cfg, tokenizer, info).next_step()
-        step = max(1, cfg.micro_batch_size)
-        batches = [{k: v[i : i + step].to(device) for k, v in rows[0].items()} for i in range(0, a.selection_rows, step)]
-        even = spread_attention_layers(len(student.config.layer_mixers), keep)
-        result = select_attention_layers(student, teacher, batches, keep, even=even)
-        use_teacher_attention(student, teacher, result["chosen"])
-        if info.main:
-            tmp = align_dir / "final.partial"
-            student.save_pretrained(str(tmp), safe_serialization=True)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(str(tmp))
-            import shutil
-
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            selection_file.write_text(json.dumps(result, indent=1))
-        print(f"[thinkfast] attention layers chosen by measurement: {result['chosen']} (KL {result['kl_chosen']:.3f}; "
-              f"evenly spread {result['even']}: {result['kl_even']:.3f})", flush=True)
-        layers = [i for i in layers if i not in result["chosen"]]
-    _measure(fid, "aligned", student, teacher, heldout, device, layers)
+        with clock("selection"):
+            chosen = _select_layers(cfg, student, teacher, tokenizer, info, device, keep, final, selection_file)
+        layers = [i for i in layers if i not in chosen]
+    with clock("measure"):
+        _measure(fid, "aligned", student, teacher, heldout, device, layers)
     return student
 
 
+def _save_selected(student, teacher, chosen: list[int], final: Path, tokenizer, info) -> None:
+    """The chosen layers back to the teacher's attention, in place; the result replaces <align>/final."""
+    from thinkfast import storage
+    from thinkfast.training.align import use_teacher_attention
+
+    use_teacher_attention(student, teacher, chosen)
+    if info.main:
+        with storage.atomic_dir(final) as tmp:
+            student.save_pretrained(str(tmp), safe_serialization=True)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(str(tmp))
+
+
+def _select_layers(cfg: TrainConfig, student, teacher, tokenizer, info, device, keep: int, final: Path,
+                   selection_file: Path) -> list[int]:
+    """Greedy choice of the `keep` layers that go back to the teacher's attention (align.py), made in place
+    on `student`; saved as <align>/final, then selection.json (the "done" marker, written last)."""
+    from thinkfast import storage
+    from thinkfast.convert.layout import spread_attention_layers
+    from thinkfast.training.align import select_attention_layers
+
+    a = cfg.align
+    sel_cfg = dataclasses.replace(cfg, micro_batch_size=a.selection_rows, grad_accum=1, seed=cfg.seed + 1)
+    rows = make_loader(_align_data(cfg), sel_cfg, tokenizer, info).next_step()
+    step = max(1, cfg.micro_batch_size)
+    batches = [{k: v[i : i + step].to(device) for k, v in rows[0].items()} for i in range(0, a.selection_rows, step)]
+    even = spread_attention_layers(len(student.config.layer_mixers), keep)
+    result = select_attention_layers(student, teacher, batches, keep, even=even)
+    if info.main:
+        storage.atomic_write_json(selection_file, result)
+    _save_selected(student, teacher, result["chosen"], final, tokenizer, info)
+    print(f"[thinkfast] attention layers chosen by measurement: {result['chosen']} (KL {result['kl_chosen']:.3f}; "
+          f"evenly spread {result['even']}: {result['kl_even']:.3f})", flush=True)
+    return list(result["chosen"])
+
+
 def run_distill(cfg: TrainConfig, resume: bool = False, on_step=None) -> TrainResult:
+    """align (optional) -> end to end on the training data -> on-policy (optional), one folder each:
+    <output_dir>/align, then <output_dir> itself, or <output_dir>/offline and <output_dir> with on-policy.
+    Where the time went is in <output_dir>/timings.json, the student's fidelity in fidelity.json."""
     device, info = _prepare(cfg)
     tokenizer = load_recipe_tokenizer(cfg)
     loader = make_loader(cfg.data, cfg, tokenizer, info)  # data errors surface before models load
     heldout = heldout_batches(cfg, tokenizer)
-    hf_teacher = load_hf_teacher(cfg, device)
-    student = build_student(cfg, hf_teacher)
-    teacher = teacher_stack(hf_teacher, _teacher_dtype(cfg, device), device)
-    del hf_teacher
+    clock = PhaseTimes(cfg.output_dir, enabled=info.main)
+    with clock("load"):
+        hf_teacher = load_hf_teacher(cfg, device)
+        student = build_student(cfg, hf_teacher)
+        teacher = teacher_stack(hf_teacher, _teacher_dtype(cfg, device), device)
+        del hf_teacher
     fid = FidelityLog(cfg.output_dir, enabled=info.main)
     if cfg.align.max_steps:
-        student = _align_stage(cfg, student, teacher, tokenizer, info, device, resume, on_step, fid, heldout)
+        student = _align_stage(cfg, student, teacher, tokenizer, info, device, resume, on_step, fid, heldout, clock)
     else:
-        _measure(fid, "init", student, teacher, heldout, device)
+        with clock("measure"):
+            _measure(fid, "init", student, teacher, heldout, device)
+    onpolicy = cfg.onpolicy.max_steps > 0
+    offline_dir = Path(cfg.output_dir) / "offline" if onpolicy else Path(cfg.output_dir)
+    if onpolicy and model_dir_complete(offline_dir / "final"):  # the offline steps finished earlier
+        from thinkfast.models import ThinkfastForCausalLM
+
+        student, result = ThinkfastForCausalLM.from_pretrained(str(offline_dir / "final"), dtype=torch.float32), None
+    else:
+        task = _end_to_end_task(student, cfg, teacher, tokenizer)
+        offline_cfg = dataclasses.replace(cfg, output_dir=str(offline_dir))
+        with clock("end_to_end"):
+            result = train(task, loader, offline_cfg, offline_dir, cfg.max_steps, cfg.optim.lr, info, device, resume,
+                           on_step)
+        student = task.module.student
+    if not onpolicy:
+        with clock("measure"):
+            _measure(fid, "final", student, teacher, heldout, device)
+        return result
+    with clock("measure"):
+        _measure(fid, "offline", student, teacher, heldout, device)
+    return _onpolicy_stage(cfg, student, teacher, tokenizer, loader, info, device, resume, on_step, fid, heldout,
+                           clock)
+
+
+def _end_to_end_task(student, cfg: TrainConfig, teacher, tokenizer) -> TokenLossTask:
     student = _finish_student(student, cfg)
     for p in student.parameters():  # end to end: every parameter trains
         p.requires_grad_(True)
-    task = TokenLossTask(student, cfg.loss, teacher, tokenizer)
-    result = train(task, loader, cfg, cfg.output_dir, cfg.max_steps, cfg.optim.lr, info, device, resume, on_step)
-    _measure(fid, "final", task.module.student, teacher, heldout, device)
+    return TokenLossTask(student, cfg.loss, teacher, tokenizer)
+
+
+def _onpolicy_stage(cfg: TrainConfig, student, teacher, tokenizer, loader, info, device, resume, on_step, fid,
+                    heldout, clock) -> TrainResult:
+    """End to end on the student's own answers to the training prompts (onpolicy.py), in <output_dir>."""
+    from thinkfast.training.onpolicy import OnPolicyLoader, engine_generate, unique_prompts
+
+    op = cfg.onpolicy
+    if info.enabled:
+        raise ThinkfastError("onpolicy runs on one process for now (each round is generated by one engine): "
+                             "run it without torchrun, or set onpolicy.max_steps=0")
+    task = _end_to_end_task(student, cfg, teacher, tokenizer)
+    task.module.student.to(device)
+    prompts = unique_prompts(loader.docs)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    generate = engine_generate(task.module.student, tokenizer, op, prompts)
+    op_loader = OnPolicyLoader(prompts, op, generate, cfg.data.seq_len, cfg.micro_batch_size, cfg.grad_accum, pad,
+                               cfg.seed, cfg.output_dir, info.main)
+    optim = dataclasses.replace(cfg.optim, lr=op.lr or cfg.optim.lr,
+                                warmup=cfg.optim.warmup if op.warmup is None else op.warmup)
+    op_cfg = dataclasses.replace(cfg, optim=optim)
+    with clock("onpolicy"):
+        result = train(task, op_loader, op_cfg, cfg.output_dir, op.max_steps, optim.lr, info, device, resume, on_step)
+    with clock("measure"):
+        _measure(fid, "final", task.module.student, teacher, heldout, device)
     return result
 
 
