@@ -26,7 +26,8 @@ GPU_TEST_TIMEOUT_S = 300
 
 def pytest_collection_modifyitems(config, items):
     """`gpu` tests (anywhere under tests/) are skipped without CUDA and bounded in time with it; `triton`
-    tests are skipped without triton.  (Every test is bounded by pyproject's pytest-timeout setting.)"""
+    tests are skipped without triton.  (Every test is bounded by pyproject's pytest-timeout setting.)
+    A CUDA skipif outside the tier is refused, so the tier stays exactly the tests marked `gpu`."""
     try:
         import triton  # noqa: F401
 
@@ -34,6 +35,10 @@ def pytest_collection_modifyitems(config, items):
     except ImportError:  # pragma: no cover
         have_triton = False
     for item in items:
+        for mark in item.iter_markers("skipif"):
+            if "cuda" in str(mark.kwargs.get("reason", "")).lower() and "gpu" not in item.keywords:
+                raise pytest.UsageError(f"{item.nodeid}: a test that needs CUDA is marked `gpu` (the GPU tier), "
+                                        "not skipped by a skipif of its own")
         if "gpu" in item.keywords:
             if not torch.cuda.is_available():
                 item.add_marker(pytest.mark.skip(reason="needs CUDA"))
