@@ -15,13 +15,14 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _case(seed, b, H, n_kv, T, d, slots_total, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(b, H, d, generator=g).to(dtype)
-    k = torch.randn(slots_total, n_kv, T, d, generator=g).to(dtype)
-    v = torch.randn(slots_total, n_kv, T, d, generator=g).to(dtype)
-    slots = torch.randperm(slots_total, generator=g)[:b]
-    lengths = torch.randint(1, T + 1, (b,), generator=g)
-    return tuple(t.to(DEVICE) for t in (q, k, v, slots, lengths))
+    # drawn on the device: the GPU case's caches are 2 x 300M values, seconds of CPU randn
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    q = torch.randn(b, H, d, generator=g, device=DEVICE).to(dtype)
+    k = torch.randn(slots_total, n_kv, T, d, generator=g, device=DEVICE).to(dtype)
+    v = torch.randn(slots_total, n_kv, T, d, generator=g, device=DEVICE).to(dtype)
+    slots = torch.randperm(slots_total, generator=g, device=DEVICE)[:b]
+    lengths = torch.randint(1, T + 1, (b,), generator=g, device=DEVICE)
+    return q, k, v, slots, lengths
 
 
 @pytest.mark.parametrize(
@@ -60,7 +61,7 @@ def test_reads_only_the_context():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("b,T", [(6, 2100), (64, 4352)])
+@pytest.mark.parametrize("b,T", [(6, 2100), (64, 4352)])  # two code paths: 6 splits merged / one split
 def test_bf16_long_context_default_splits(b, T):
     """Llama-3.2-3B attention (24 query heads, 8 kv heads of 128) at protocol B's context, default splits."""
     from thinkfast.ops.triton.decode_attention import decode_attention_triton

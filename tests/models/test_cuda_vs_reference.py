@@ -6,7 +6,7 @@ import torch
 
 from tests.tiny import tiny_student
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = pytest.mark.gpu  # skipped without CUDA (tests/conftest.py)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

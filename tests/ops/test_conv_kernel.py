@@ -76,15 +76,16 @@ def check_update(b, c, k, dtype, use_idx, act, device, tol, pool=7):
     assert torch.equal(s_k, s_r), "rolled conv state differs"
 
 
+# GPU cost is one compilation per dtype (1B and 3B widths share it); the vectorised reference is cheap.
+# One case per dtype: bf16 at 3B, fp32 at 1B (was 4).
 @pytest.mark.gpu
-@pytest.mark.parametrize("shape", ["1b", "3b"])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("shape,dtype", [("3b", torch.bfloat16), ("1b", torch.float32)])
 def test_conv_gpu_spec_shapes(shape, dtype):
     c = {"1b": 512, "3b": 1024}[shape]  # conv runs on x only, d_xb wide
     check_conv(2, 2000, c, 4, dtype, "silu", True, True, True, "cuda", TOL[dtype] * 5)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("batch", [1, 256])
-def test_conv_update_gpu(batch):
-    check_update(batch, 3072, 4, torch.bfloat16, True, "silu", "cuda", 1.5e-2, pool=2 * batch)
+def test_conv_update_gpu():
+    # batch is the grid, not a kernel argument: batch 256 runs the same binary batch 1 would (was [1, 256])
+    check_update(256, 3072, 4, torch.bfloat16, True, "silu", "cuda", 1.5e-2, pool=512)

@@ -25,9 +25,10 @@ def test_add_rms_norm(dtype, d, with_delta):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("d,ffn", [(2048, 8192), (3072, 8192)])
+@pytest.mark.parametrize("d,ffn", [(3072, 8192)])
 def test_glue_gpu_spec_shapes(d, ffn):
-    """Llama-3.2-1B / 3B widths at decode batch 256, bf16."""
+    """Llama-3.2-3B widths at decode batch 256, bf16.  (The 1B width, 2048, was a second compile of the same
+    row kernel with no masked lanes, which the small power-of-two widths above already cover; 3072 has them.)"""
     h, delta = torch.randn(256, d).to(DEVICE, torch.bfloat16), torch.randn(256, d).to(DEVICE, torch.bfloat16)
     w = (1 + 0.1 * torch.randn(d)).to(DEVICE, torch.bfloat16)
     h_k, y_k = dispatch.add_rms_norm(h, delta, w, 1e-5, backend="triton")

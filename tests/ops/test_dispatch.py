@@ -29,8 +29,7 @@ def spy(monkeypatch):
     return calls
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU default")
-def test_cpu_tensors_take_the_reference_by_default(monkeypatch):
+def test_cpu_tensors_take_the_reference_by_default(monkeypatch):  # on a CUDA machine too
     monkeypatch.delenv("THINKFAST_KERNELS", raising=False)
     calls = spy(monkeypatch)
     dispatch.causal_conv1d(*conv_args())
@@ -50,6 +49,25 @@ def test_env_var_forces_kernels_and_force_reference_wins(monkeypatch):
     dispatch.causal_conv1d(x, w)
     dispatch.causal_conv1d(x, w, backend="triton")
     assert calls == ["triton", "reference", "reference"]
+
+
+@pytest.mark.triton
+def test_forced_kernel_refuses_cpu_tensors_when_compiled(monkeypatch):
+    """Compiled kernels read CUDA memory only: forcing one on CPU tensors outside the interpreter is a clear
+    ValueError before any launch (Triton itself would fail inside it: "cpu tensor?")."""
+    # import the kernel modules first: triton decides interpreted vs compiled when a kernel is decorated
+    import thinkfast.ops.triton.token_loss  # noqa: F401
+
+    assert dispatch.triton_available()  # imports the scan module
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # what dispatch sees on a CUDA machine
+    calls = spy(monkeypatch)
+    with pytest.raises(ValueError, match="need CUDA tensors"):
+        dispatch.causal_conv1d(*conv_args(), backend="triton")
+    s, y = torch.randn(2, 33), torch.randint(0, 33, (2,))
+    with pytest.raises(ValueError, match="need CUDA tensors"):
+        dispatch.token_loss_chunk(s, s, y, (1.0, 0.0, 0.0), 1.0, True, backend="triton")
+    assert calls == []
 
 
 def test_explicit_reference_backend_and_bad_name(monkeypatch):

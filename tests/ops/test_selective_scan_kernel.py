@@ -132,10 +132,14 @@ def test_scan_reference_path_is_taken_when_forced(monkeypatch):
 
 # ---- GPU: the papers' shapes (1B: d_inner 2048, 128 groups; 3B: 3072, 192 groups) ----
 
+# GPU cost is compilation: each (dtype, h0, resets) is a new specialization of the scan's six kernel
+# binaries (~4 s to compile for sm_90, measured on a 2-core CPU), while 1B and 3B share one (16 channels x
+# 16 states per group in both); the L = 1000 reference is ~40k small launches (~1 s, estimated).  So one
+# case per dtype: bf16 (training) at 3B with initial state and resets, fp32 at 1B without; every other
+# flag combination is a small case above (was 8 cases, 4 specializations).
 @pytest.mark.gpu
-@pytest.mark.parametrize("shape", ["1b", "3b"])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("h0,resets", [(False, False), (True, True)])
+@pytest.mark.parametrize("shape,dtype,h0,resets", [("3b", torch.bfloat16, True, True),
+                                                   ("1b", torch.float32, False, False)])
 def test_scan_gpu_spec_shapes(shape, dtype, h0, resets):
     d, groups = {"1b": (2048, 128), "3b": (3072, 192)}[shape]
     inputs, reset = make_inputs(2, 1000, d, groups, 16, dtype, h0, resets, device="cuda")

@@ -68,9 +68,13 @@ def test_dispatch_routes_to_kernel_or_reference():
 
 @pytest.mark.gpu
 def test_kernel_at_real_vocab():
+    """Qwen's 152k vocabulary: 4096-wide blocks, 38 of them per row.  Every weight case is a compilation of its
+    own and the small cases above run them all; here the three that between them take every branch: reverse KL
+    alone (no CE), CE alone (no teacher, T = 1: one softmax), every term at T != 1 (a separate CE softmax)
+    (was all 5)."""
     torch.manual_seed(0)
     s, t, y = _logits(64, 151936, scale=6.0)
-    for weights, T in CASES:
+    for weights, T in [CASES[0], CASES[2], CASES[3]]:
         t_in = t if (weights[0] or weights[1]) else None
         sums_k, g_k = token_loss_chunk(s, t_in, y, weights, T, True)
         sums_r, g_r = token_loss_chunk_ref(s, t_in, y, weights, T, True)

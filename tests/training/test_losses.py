@@ -7,6 +7,9 @@ from thinkfast.training.losses import token_loss_sum
 
 torch.set_num_threads(1)
 
+# where the Triton kernel runs: compiled on CUDA, through the interpreter on CPU (tests/conftest.py)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 
 def _brute(h_s, w_s, h_t, w_t, targets, weights, T):
     """Straight from the definitions, with full (positions x vocab) logits and autograd."""
@@ -116,11 +119,12 @@ def test_auto_matmul_dtype_follows_autocast():
 
 @pytest.mark.triton
 def test_loss_through_the_fused_kernel_matches_the_reference(monkeypatch):
-    """The CUDA path (Triton chunk kernel) forced on the CPU interpreter: same loss and gradients."""
+    """The Triton chunk kernel forced (compiled on CUDA, the interpreter on CPU): same loss and gradients.
+    The tensors live where the kernel runs: a compiled kernel cannot read CPU tensors."""
     torch.manual_seed(4)
-    h_s, w_s = torch.randn(1, 7, 8, requires_grad=True), torch.randn(13, 8, requires_grad=True)
-    h_t, w_t = torch.randn(1, 7, 8), torch.randn(13, 8)
-    targets = torch.randint(0, 13, (1, 7))
+    h_s, w_s = torch.randn(1, 7, 8).to(DEVICE).requires_grad_(), torch.randn(13, 8).to(DEVICE).requires_grad_()
+    h_t, w_t = torch.randn(1, 7, 8).to(DEVICE), torch.randn(13, 8).to(DEVICE)
+    targets = torch.randint(0, 13, (1, 7)).to(DEVICE)
     weights = {"reverse_kl": 0.6, "forward_kl": 0.3, "ce": 0.2}
     res = {}
     for backend in ("reference", "triton"):
@@ -131,7 +135,7 @@ def test_loss_through_the_fused_kernel_matches_the_reference(monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_bf16_head_matmuls_on_cuda_use_fp32_outputs():
     """On CUDA the bf16 path keeps fp32 logits (mm out_dtype) and accumulates d/dW in one GEMM (addmm beta=1)."""
     from thinkfast.training import losses

@@ -7,9 +7,10 @@ optional keyword `backend`.  Backend choice, first rule that applies:
    ground truth without touching code).
 2. `backend=` argument, else the `THINKFAST_KERNELS` environment variable:
    - "reference": the reference;
-   - "triton": the kernel, on any device (CPU tensors need `TRITON_INTERPRET=1`, which
-     is how CI runs the kernels); an unsupported shape/dtype is an error, not a silent
-     fallback, so a test that forces kernels really tests them;
+   - "triton": the kernel, on CUDA tensors, or on CPU tensors under `TRITON_INTERPRET=1`
+     (how CI runs the kernels); an unsupported shape/dtype, or a CPU tensor while the
+     kernels are compiled, is a ValueError, not a silent fallback, so a test that forces
+     kernels really tests them (and never reaches a launch that Triton would reject);
    - "auto" (default): the kernel when every tensor is on CUDA, triton (and for `ssd`
      flash-linear-attention) imports, and the shape/dtype is supported; else the reference.
 fp64 inputs always take the reference under "auto" (the kernels compute in fp32).
@@ -58,6 +59,21 @@ def _requested(backend: str | None) -> str:
     return choice
 
 
+def _check_kernel_devices(tensors, name: str) -> None:
+    """Compiled Triton kernels read CUDA memory only; CPU tensors are for the interpreter (TRITON_INTERPRET=1).
+    Refuse here, with the reason, rather than let Triton fail inside the launch."""
+    from thinkfast.ops.triton._common import interpreting
+
+    if interpreting():
+        return
+    on_cpu = sorted({str(t.device) for t in tensors if not t.is_cuda})
+    if on_cpu:
+        raise ValueError(
+            f"{name}: backend 'triton' was forced but got tensors on {', '.join(on_cpu)}; the compiled kernels "
+            "need CUDA tensors (CPU tensors run only under TRITON_INTERPRET=1, set before triton is imported). "
+            "Move the inputs to CUDA or use backend 'auto' / 'reference'.")
+
+
 def _pick(backend: str | None, tensors, supported, name: str, needs_fla: bool = False) -> bool:
     """True to run the kernel.  `supported` is a thunk: shape/dtype check of the kernel."""
     if use_reference():
@@ -73,6 +89,7 @@ def _pick(backend: str | None, tensors, supported, name: str, needs_fla: bool = 
             raise RuntimeError(f"{name}: flash-linear-attention is needed for this kernel and cannot be imported")
         if not supported():
             raise ValueError(f"{name}: the kernel does not support these shapes/dtypes")
+        _check_kernel_devices(present, name)
         return True
     if not present or not all(t.is_cuda for t in present):
         return False
