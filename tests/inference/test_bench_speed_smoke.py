@@ -50,3 +50,49 @@ def test_run_speed_on_cpu(tmp_path, monkeypatch, batches):
     saved = json.loads((tmp_path / "speed.json").read_text())
     assert saved["protocol_set"] == "tiny" and len(saved["peer"]) == 3
     assert {"speed.md", "speed.png", "speed_roofline.png"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def _tiny_of_kind(name: str, device: str = "cpu", dtype=None):
+    """A tiny stand-in of the benchmark model's kind: all attention for a teacher, a Mamba-1 hybrid otherwise."""
+    from thinkfast.benchmarks.shapes import MODELS
+
+    return _tiny("llama" if MODELS[name][1] == "teacher" else "hybrid")
+
+
+def test_qwen_protocol_through_the_command_compares_ssm_state_dtypes(tmp_path, monkeypatch, capsys):
+    """`thinkfast bench speed --protocol qwen --ssm-state-dtype fp32 bf16` at tiny sizes: teachers run once,
+    hybrids once per state dtype; every figure has its bound; the report has the ratios, the speed-ups and the
+    fraction-of-bound plot."""
+    import functools
+
+    from thinkfast.cli import main
+
+    qwen = {**speed.PROTOCOL_SETS["qwen"], "checkpoints": 2, "steps": 2,
+            "protocols": {"G": {"prompt": 6, "gens": [4, 8], "batches": [2, 4], "title": "GSM8K-like, tiny"}},
+            "full_runs": [("qwen-1.5b", "G", 2, 8), ("hybrid-qwen-1.5b", "G", 2, 8)]}
+    monkeypatch.setitem(speed.PROTOCOL_SETS, "qwen", qwen)
+    monkeypatch.setattr(speed, "build_model", _tiny_of_kind)
+    monkeypatch.setattr(speed, "_hardware", lambda device: ({"gpu": "cpu-test", "gpu_memory_bytes": 0},
+                                                            {"bandwidth": 1e10, "flops": 1e11}))
+    monkeypatch.setattr(speed, "run_speed", functools.partial(speed.run_speed, device="cpu"))
+    assert main(["bench", "speed", "--protocol", "qwen", "--no-peer", "--ssm-state-dtype", "fp32", "bf16",
+                 "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    assert saved["ssm_state_dtypes"] == ["fp32", "bf16"]
+    runs = {(p["model"], p["ssm_state_dtype"]) for p in saved["points"]}
+    assert runs == {("qwen-0.5b", None), ("qwen-1.5b", None)} | {
+        (f"hybrid-qwen-{s}", d) for s in ("0.5b", "1.5b") for d in ("fp32", "bf16")}
+    assert len(saved["points"]) == 6 * 4 and len(saved["full"]) == 3
+    for p in saved["points"] + saved["full"]:
+        assert not p["oom"] and p["bound_tokens_per_s"] > 0 and p["fraction_of_bound"] == pytest.approx(
+            p["tokens_per_s"] / p["bound_tokens_per_s"])
+    # hybrid / teacher beside the bound ratio, for both state dtypes; bf16 vs fp32 at every hybrid point
+    assert {(r["student"], r["ssm_state_dtype"]) for r in saved["ratios"]} == runs - {("qwen-0.5b", None),
+                                                                                       ("qwen-1.5b", None)}
+    speedups = saved["ssm_state_speedups"]
+    assert len(speedups) == 2 * 4 + 1 and all(r["versus"] == "fp32" and r["ssm_state_dtype"] == "bf16" for r in speedups)
+    assert all(r["bound_ratio"] > 1 for r in speedups)  # half the state bytes: a higher bound
+    text = (tmp_path / "speed.md").read_text()
+    assert "| hybrid-qwen-0.5b, bf16 state | G |" in text and "speed-up" in text and "](speed_roofline.png)" in text
+    assert {"speed.md", "speed.png", "speed_roofline.png"} <= {p.name for p in tmp_path.iterdir()}
+    assert "bf16 SSM state vs fp32" in capsys.readouterr().out

@@ -1,10 +1,11 @@
 """Decode-step kernels vs references: Mamba-1 `selective_state_update` and discrete Mamba-2 `ssd_step`,
-with and without state slot indices (pool rows not named must stay untouched)."""
+with and without state slot indices (pool rows not named must stay untouched), with an fp32 and a
+bf16 state pool (the engine's `ssm_state_dtype`)."""
 
 import pytest
 import torch
 
-from _ops_util import DEVICE, TOL, assert_close
+from _ops_util import DEVICE, TOL, assert_close, assert_rounded_from
 from thinkfast.ops import dispatch
 from thinkfast.ops.reference import selective_state_update_ref, ssd_step_ref
 
@@ -22,17 +23,26 @@ def mamba1_inputs(b, d, groups, n, dtype, device, seed=0):
                 dt_bias=rnd(d, dt=torch.float32, scale=0.5, shift=-2.0))
 
 
-def check_mamba1(b, d, groups, n, dtype, pool, use_idx, device, tol):
+def check_state(got, want32):
+    """fp32 state: equal to the reference's; bf16 state: the reference's fp32 update, rounded (y is compared
+    separately: it comes from the unrounded fp32 state on both sides)."""
+    if got.dtype == torch.float32:
+        assert_close("state", got, want32, 1e-5)
+    else:
+        assert_rounded_from("state", got, want32)
+
+
+def check_mamba1(b, d, groups, n, dtype, pool, use_idx, device, tol, state_dtype=torch.float32):
     inputs = mamba1_inputs(b, d, groups, n, dtype, device)
     gen = torch.Generator().manual_seed(7)
-    state = torch.randn(pool, d, n, generator=gen).to(device)
+    state = torch.randn(pool, d, n, generator=gen).to(device, state_dtype)
     idx = torch.randperm(pool, generator=gen)[:b].to(device) if use_idx else None
-    s_k, s_r = state.clone(), state.clone()
+    s_k, s_r = state.clone(), state.float()  # the reference steps an fp32 copy: the exact update
     y_k = dispatch.selective_state_update(s_k, **inputs, state_indices=idx, backend="triton")
     y_r = selective_state_update_ref(s_r, **inputs, state_indices=idx)
-    assert y_k.dtype == dtype
+    assert y_k.dtype == dtype and s_k.dtype == state_dtype
     assert_close("y", y_k, y_r, tol)
-    assert_close("state", s_k, s_r, 1e-5)
+    check_state(s_k, s_r)
     untouched = torch.ones(pool, dtype=torch.bool, device=device)
     untouched[idx if idx is not None else torch.arange(b, device=device)] = False
     assert torch.equal(s_k[untouched], state[untouched]), "rows outside state_indices changed"
@@ -41,24 +51,25 @@ def check_mamba1(b, d, groups, n, dtype, pool, use_idx, device, tol):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("d,groups,n", [(64, 4, 16), (48, 3, 16), (32, 4, 8)])
 @pytest.mark.parametrize("use_idx", [False, True])
-def test_mamba1_step_matches_reference(dtype, d, groups, n, use_idx):
-    check_mamba1(3, d, groups, n, dtype, 6, use_idx, DEVICE, TOL[dtype])
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+def test_mamba1_step_matches_reference(dtype, d, groups, n, use_idx, state_dtype):
+    check_mamba1(3, d, groups, n, dtype, 6, use_idx, DEVICE, TOL[dtype], state_dtype)
 
 
-def check_ssd_step(b, h, n, p, dtype, pool, use_idx, device, tol):
+def check_ssd_step(b, h, n, p, dtype, pool, use_idx, device, tol, state_dtype=torch.float32):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(b, h, p, generator=gen).to(device, dtype)
     g = (-torch.rand(b, h, generator=gen) * 2).to(device, torch.float32)
     B = torch.randn(b, h, n, generator=gen).to(device, dtype)
     C = torch.randn(b, h, n, generator=gen).to(device, dtype)
-    state = torch.randn(pool, h, n, p, generator=gen).to(device)
+    state = torch.randn(pool, h, n, p, generator=gen).to(device, state_dtype)
     idx = torch.randperm(pool, generator=gen)[:b].to(device) if use_idx else None
-    s_k, s_r = state.clone(), state.clone()
+    s_k, s_r = state.clone(), state.float()
     y_k = dispatch.ssd_step(s_k, x, g, B, C, state_indices=idx, backend="triton")
     y_r = ssd_step_ref(s_r, x, g, B, C, state_indices=idx)
-    assert y_k.dtype == dtype
+    assert y_k.dtype == dtype and s_k.dtype == state_dtype
     assert_close("y", y_k, y_r, tol)
-    assert_close("state", s_k, s_r, 1e-5)
+    check_state(s_k, s_r)
     untouched = torch.ones(pool, dtype=torch.bool, device=device)
     untouched[idx if idx is not None else torch.arange(b, device=device)] = False
     assert torch.equal(s_k[untouched], state[untouched]), "rows outside state_indices changed"
@@ -67,8 +78,25 @@ def check_ssd_step(b, h, n, p, dtype, pool, use_idx, device, tol):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("h,n,p", [(2, 16, 24), (3, 8, 16)])
 @pytest.mark.parametrize("use_idx", [False, True])
-def test_ssd_step_matches_reference(dtype, h, n, p, use_idx):
-    check_ssd_step(3, h, n, p, dtype, 5, use_idx, DEVICE, TOL[dtype])
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+def test_ssd_step_matches_reference(dtype, h, n, p, use_idx, state_dtype):
+    check_ssd_step(3, h, n, p, dtype, 5, use_idx, DEVICE, TOL[dtype], state_dtype)
+
+
+def test_bf16_state_step_is_the_fp32_step_rounded():
+    """What a bf16 state pool means: load -> fp32, one fp32 step, store rounded; y from the unrounded state."""
+    inputs = mamba1_inputs(3, 32, 2, 16, torch.float32, "cpu")
+    state = torch.randn(4, 32, 16).to(torch.bfloat16)  # (pool, d, n)
+    idx = torch.tensor([3, 0, 2])
+    wide = state.float()
+    y16 = selective_state_update_ref(state, **inputs, state_indices=idx)
+    y32 = selective_state_update_ref(wide, **inputs, state_indices=idx)
+    assert torch.equal(y16, y32) and torch.equal(state, wide.to(torch.bfloat16))
+    x, g, B, C = torch.randn(3, 2, 8), -torch.rand(3, 2), torch.randn(3, 2, 16), torch.randn(3, 2, 16)
+    state = torch.randn(4, 2, 16, 8).to(torch.bfloat16)  # (pool, h, n, p)
+    wide = state.float()
+    assert torch.equal(ssd_step_ref(state, x, g, B, C, idx), ssd_step_ref(wide, x, g, B, C, idx))
+    assert torch.equal(state, wide.to(torch.bfloat16))
 
 
 # Batch is the launch grid, not a kernel argument, and 1B / 3B differ only in d and groups (16 channels per
@@ -76,11 +104,13 @@ def test_ssd_step_matches_reference(dtype, h, n, p, use_idx):
 # latency and batch-256 throughput grids (was 4); the SSD step has one shape, so one case (was 2).
 @pytest.mark.gpu
 @pytest.mark.parametrize("shape,batch", [("1b", 1), ("3b", 256)])
-def test_mamba1_step_gpu_spec_shapes(shape, batch):
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+def test_mamba1_step_gpu_spec_shapes(shape, batch, state_dtype):
     d, groups = {"1b": (2048, 128), "3b": (3072, 192)}[shape]
-    check_mamba1(batch, d, groups, 16, torch.bfloat16, 2 * batch, True, "cuda", 1.5e-2)
+    check_mamba1(batch, d, groups, 16, torch.bfloat16, 2 * batch, True, "cuda", 1.5e-2, state_dtype)
 
 
 @pytest.mark.gpu
-def test_ssd_step_gpu_llamba_shape():
-    check_ssd_step(256, 32, 64, 96, torch.bfloat16, 512, True, "cuda", 1.5e-2)
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+def test_ssd_step_gpu_llamba_shape(state_dtype):
+    check_ssd_step(256, 32, 64, 96, torch.bfloat16, 512, True, "cuda", 1.5e-2, state_dtype)

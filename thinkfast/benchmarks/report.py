@@ -3,6 +3,7 @@
 speed.png: tokens/s (with the roofline bound dotted) and fraction of bound, one column per panel
 (a protocol, or a protocol's generation length when it sweeps batches at several lengths).
 speed_roofline.png: fraction of the roofline bound by model shape, teacher beside its students.
+A model measured with a non-default SSM state dtype is its own series ("hybrid-qwen-0.5b, bf16 state").
 """
 
 from __future__ import annotations
@@ -14,6 +15,19 @@ DEFAULT_TITLES = {"A": "prompt 512 + gen 512", "B": "prompt 256 + decode 4096", 
 
 def _fmt(x, spec=",.0f"):
     return "—" if x is None else format(x, spec)
+
+
+def state_suffix(p: dict) -> str:
+    """", bf16 state" for a point measured with a non-default SSM state dtype, else ""."""
+    from thinkfast.inference.params import DEFAULT_SSM_STATE_DTYPE
+
+    dtype = p.get("ssm_state_dtype")
+    return "" if dtype in (None, DEFAULT_SSM_STATE_DTYPE) else f", {dtype} state"
+
+
+def series(p: dict) -> str:
+    """A point's line in the plots: the model, and its SSM state dtype where it is not the default."""
+    return p["model"] + state_suffix(p)
 
 
 def _panels(results: dict) -> list[tuple[str, str, int | None, str]]:
@@ -46,9 +60,9 @@ def write_plots(results: dict, out: Path) -> None:
         def here(p, protocol=protocol, gen=gen):
             return p["protocol"] == protocol and (gen is None or p["gen"] == gen)
 
-        for model in results["models"]:
-            pts = sorted((p for p in results["points"] if p["model"] == model and here(p)), key=lambda p: p[xkey])
-            full = sorted((p for p in results["full"] if p["model"] == model and here(p) and not p["oom"]),
+        for model in dict.fromkeys(series(p) for p in results["points"] + results["full"]):
+            pts = sorted((p for p in results["points"] if series(p) == model and here(p)), key=lambda p: p[xkey])
+            full = sorted((p for p in results["full"] if series(p) == model and here(p) and not p["oom"]),
                           key=lambda p: p[xkey])
             ok = [p for p in pts if not p["oom"]]
             shown = ok or full
@@ -106,15 +120,20 @@ def write_roofline_plot(results: dict, out: Path) -> Path | None:
     if not pts:
         return None
     shapes = list(dict.fromkeys(MODELS[p["model"]][0] for p in pts))
-    keys = sorted({(MODELS[p["model"]][1], p["protocol"], p["batch"], p["gen"], p.get("method", "")) for p in pts},
-                  key=lambda k: (k[1], k[2], k[3], k[4], ["teacher", "hybrid", "pure"].index(k[0])))
-    fig, ax = plt.subplots(figsize=(min(16, 4 + 2.5 * len(shapes)), 5))
+
+    def kind_of(p):  # "teacher", "hybrid", "pure", or e.g. "hybrid, bf16 state"
+        return MODELS[p["model"]][1] + state_suffix(p)
+
+    order = ["teacher", "hybrid", "pure"]
+    keys = sorted({(p["protocol"], p["batch"], p["gen"], p.get("method", ""), kind_of(p)) for p in pts},
+                  key=lambda k: (*k[:4], order.index(k[4].split(",")[0]), k[4]))
+    fig, ax = plt.subplots(figsize=(min(16, 4 + 2.5 * len(shapes)), 5 + 0.15 * len(keys)))
     width = 0.8 / max(1, len(keys))
     for i, key in enumerate(keys):
-        kind, protocol, batch, gen, method = key
+        protocol, batch, gen, method, kind = key
         xs, ys = [], []
         for j, shape in enumerate(shapes):
-            found = [p for p in pts if MODELS[p["model"]] == (shape, kind) and
+            found = [p for p in pts if MODELS[p["model"]][0] == shape and kind_of(p) == kind and
                      (p["protocol"], p["batch"], p["gen"], p.get("method", "")) == (protocol, batch, gen, method)]
             if found:
                 xs.append(j - 0.4 + width * (i + 0.5))
@@ -127,7 +146,7 @@ def write_roofline_plot(results: dict, out: Path) -> Path | None:
     ax.set_ylabel("fraction of roofline bound")
     ax.set_ylim(0, 1.05)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.08))  # below: bars reach the top
     ax.set_title(f"Decode throughput as a fraction of its roofline bound, by shape — {results['gpu']}", fontsize=10)
     fig.tight_layout()
     path = out / "speed_roofline.png"
@@ -155,7 +174,7 @@ def write_markdown(results: dict, out: Path) -> None:
     for p in results["points"] + results["full"]:
         note = p.get("reason", "") + (f" ({p['verified']})" if p.get("verified") else "")
         lines.append(
-            f"| {p['model']} | {p['protocol']} | {p['batch']} | {p['prompt']}+{p['gen']} | "
+            f"| {series(p)} | {p['protocol']} | {p['batch']} | {p['prompt']}+{p['gen']} | "
             f"{'OOM' if p['oom'] else _fmt(p['tokens_per_s'])} | {_fmt(p.get('latency_ms_per_step'), '.2f')} | "
             f"{_fmt(p['bound_tokens_per_s'])} | {_fmt(p.get('fraction_of_bound'), '.0%')} | {p.get('method', '')} | {note} |"
         )
@@ -168,11 +187,27 @@ def write_markdown(results: dict, out: Path) -> None:
                   "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             lines.append(
-                f"| {r['shape']} | {r['student']} | {r['protocol']} | {r['batch']} | {r['prompt']}+{r['gen']} | "
+                f"| {r['shape']} | {r['student']}{state_suffix(r)} | {r['protocol']} | {r['batch']} | {r['prompt']}+{r['gen']} | "
                 f"{r['method']} | {_fmt(r['teacher_tokens_per_s'])} | {_fmt(r['student_tokens_per_s'])} | "
                 f"{r['ratio']:.2f}× | {r['bound_ratio']:.2f}× | {r['teacher_fraction_of_bound']:.0%} | "
                 f"{r['student_fraction_of_bound']:.0%} |")
-        lines += ["", "![fraction of roofline by shape](speed_roofline.png)"]
+    speedups = results.get("ssm_state_speedups") or []
+    if speedups:
+        lines += ["", "SSM state dtype: each model's throughput with another recurrent-state dtype over its throughput "
+                      "with the first one of the run, beside the ratio of the two roofline bounds (the state bytes "
+                      "alone). Accuracy is not measured here (docs/engine.md).", "",
+                  "| model | state | vs | protocol | batch | prompt+gen | method | tok/s | tok/s (vs) | speed-up | "
+                  "bound ratio | of bound | of bound (vs) |",
+                  "|---|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in speedups:
+            lines.append(
+                f"| {r['model']} | {r['ssm_state_dtype']} | {r['versus']} | {r['protocol']} | {r['batch']} | "
+                f"{r['prompt']}+{r['gen']} | {r['method']} | {_fmt(r['tokens_per_s'])} | {_fmt(r['base_tokens_per_s'])} | "
+                f"{r['speedup']:.2f}× | {r['bound_ratio']:.2f}× | {r['fraction_of_bound']:.0%} | "
+                f"{r['base_fraction_of_bound']:.0%} |")
+    if (out / "speed_roofline.png").exists():
+        lines += ["", "Fraction of the roofline bound by shape (teacher hatched, beside its students):", "",
+                  "![fraction of roofline by shape](speed_roofline.png)"]
     if results.get("peer"):
         lines += ["", "Peer: HF transformers `generate`, static cache, random weights of the same shape "
                       "(decode-only tok/s = batch × (gen − 1) / (time of gen tokens − time of 1 token); compile "

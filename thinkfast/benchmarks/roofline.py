@@ -6,6 +6,8 @@ import time
 
 import torch
 
+from thinkfast.inference.params import DEFAULT_SSM_STATE_DTYPE, resolve_ssm_state_dtype
+
 
 def measure_copy_bandwidth(device="cuda", nbytes: int = 2 << 30, repeats: int = 10) -> float:
     """Device-to-device copy bandwidth in bytes/s, counting read + write."""
@@ -36,18 +38,22 @@ def measure_matmul_flops(device="cuda", n: int = 8192, repeats: int = 10) -> flo
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def model_numbers(model) -> dict:
-    """Parameters, weight bytes, per-slot decode bytes split by mixer kind."""
+def model_numbers(model, ssm_state_dtype: str = DEFAULT_SSM_STATE_DTYPE) -> dict:
+    """Parameters, weight bytes, per-slot decode bytes split by mixer kind, for a model served with its Mamba
+    layers' recurrent state in `ssm_state_dtype` ("fp32" | "bf16"; recorded as None for an all-attention model).
+    The benchmark's engines take the state dtype from here, so a bound and its measurement cannot disagree."""
     cfg = model.config
     params = sum(p.numel() for p in model.parameters())
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())  # tied head counted once
-    state = model.allocate_state(1, 1, dtype=torch.bfloat16, device="meta")
+    state = model.allocate_state(1, 1, dtype=torch.bfloat16, device="meta",
+                                 ssm_dtype=resolve_ssm_state_dtype(ssm_state_dtype))
     recurrent = sum(t[0].numel() * t.element_size() for layer in state.layers for n, t in layer.items() if n not in ("k", "v"))
     n_attn = cfg.count("attention")
     kv_per_token = n_attn * 2 * cfg.num_key_value_heads * cfg.head_dim * 2
     # the embedding lookup reads B rows, the head reads the whole table: count the table once
     return {"params": params, "weight_bytes": weight_bytes, "kv_bytes_per_token": kv_per_token,
-            "recurrent_state_bytes": recurrent, "attention_layers": n_attn}
+            "recurrent_state_bytes": recurrent, "attention_layers": n_attn,
+            "ssm_state_dtype": ssm_state_dtype if n_attn < cfg.num_hidden_layers else None}
 
 
 def step_bound_seconds(numbers: dict, batch: int, context: float, bandwidth: float, flops: float) -> float:

@@ -2,7 +2,8 @@
 
 Model names say the shape: `llama-1b`, `hybrid-1b`, `pure-1b` (Llama-3.2-1B), `llama-3b`, ...,
 `qwen-0.5b`, `hybrid-qwen-0.5b`, `qwen-1.5b`, `hybrid-qwen-1.5b` (Qwen2.5, q/k/v biases, tied
-embeddings).  Hybrids keep a few attention layers spread over the depth (M1-3B's own list for 3B).
+embeddings).  Hybrids keep a few attention layers spread over the depth (M1-3B's own list for 3B; a
+quarter of the layers for the Qwen shapes, 6/24 and 7/28).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ HYBRID_ATTENTION = {
     "1b": spread_attention_layers(16, 4),
     "3b": [3, 8, 13, 18, 23, 27],  # M1-3B's layers
     "qwen-0.5b": spread_attention_layers(24, 6),  # [3, 7, 11, 15, 19, 23]
-    "qwen-1.5b": spread_attention_layers(28, 6),  # [4, 8, 13, 18, 22, 27]
+    "qwen-1.5b": spread_attention_layers(28, 7),  # [3, 7, 11, 15, 19, 23, 27]
 }
 # Llamba-style pure students: 32 heads, d_state 64 (Llamba-3B used 32 x 96)
 PURE = {"1b": {"n_v_heads": 32, "n_qk_heads": 32, "head_dim": 64, "d_state": 64},

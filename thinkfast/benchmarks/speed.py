@@ -38,6 +38,7 @@ import torch
 
 from thinkfast.benchmarks import roofline
 from thinkfast.benchmarks.shapes import MODELS, build_model, describe
+from thinkfast.inference.params import DEFAULT_SSM_STATE_DTYPE
 
 log = logging.getLogger("thinkfast.bench")
 
@@ -78,7 +79,8 @@ ISSUE11 = {
 }
 # issue 16: Qwen2.5 shapes under a GSM8K-like load (prompt ~200 tokens, short and long answers)
 QWEN = {
-    "description": "Qwen2.5-0.5B/1.5B shapes and 6-attention-layer hybrids, GSM8K-like: prompt 200, gen 256 and 2048",
+    "description": "Qwen2.5-0.5B/1.5B shapes and their quarter-attention hybrids (6/24, 7/28), GSM8K-like: "
+                   "prompt 200, gen 256 and 2048",
     "models": ["qwen-0.5b", "hybrid-qwen-0.5b", "qwen-1.5b", "hybrid-qwen-1.5b"],
     "protocols": {"G": {"prompt": 200, "gens": [256, 2048], "batches": [256, 512], "title": "GSM8K-like: prompt 200"}},
     "checkpoints": 5, "steps": 6,
@@ -123,14 +125,15 @@ class SampledTimer:
     uses it for its cheap "sampled" throughput method.
     """
 
-    def __init__(self, model, capacity: int, max_batch: int, prompt: int, seed: int = 0):
+    def __init__(self, model, capacity: int, max_batch: int, prompt: int, seed: int = 0,
+                 ssm_state_dtype: str = DEFAULT_SSM_STATE_DTYPE):
         from thinkfast.inference.engine import Engine, _Request
         from thinkfast.inference.params import SamplingParams
         from thinkfast.inference.sampling import SamplerMode
 
         # one short prompt is prefilled: a small prefill workspace leaves the memory to decode slots
         self.engine = Engine(model, None, max_batch=max_batch, max_len=capacity, progress=False,
-                             prefill_tokens=max(prompt, 1024))
+                             prefill_tokens=max(prompt, 1024), ssm_state_dtype=ssm_state_dtype)
         self.mode = SamplerMode(all_greedy=True)
         self.prompt = prompt
         vocab = model.config.vocab_size
@@ -187,18 +190,26 @@ def contexts_for(contexts: list[int], prompt: int, gen: int, steps: int) -> list
     return use
 
 
+def _state_dtype(numbers: dict) -> str:
+    """The engine's ssm_state_dtype for a measurement: the one its roofline numbers were computed with."""
+    return numbers["ssm_state_dtype"] or DEFAULT_SSM_STATE_DTYPE
+
+
 def _point_base(name, protocol, batch, prompt, gen, numbers, hw):
     bound = roofline.generation_bound_tokens_per_s(numbers, batch, prompt, gen - 1, hw["bandwidth"], hw["flops"])
-    return {"model": name, "protocol": protocol, "batch": batch, "prompt": prompt, "gen": gen,
-            "bound_tokens_per_s": bound,
+    return {"model": name, "ssm_state_dtype": numbers["ssm_state_dtype"], "protocol": protocol, "batch": batch,
+            "prompt": prompt, "gen": gen, "bound_tokens_per_s": bound,
             "state_bytes": batch * (numbers["recurrent_state_bytes"] + (prompt + gen) * numbers["kv_bytes_per_token"]),
             "weight_bytes": numbers["weight_bytes"]}
 
 
-def _verify_oom(model, batch: int, capacity: int) -> str:
+def _verify_oom(model, batch: int, capacity: int, ssm_state_dtype: str) -> str:
     """Try the real allocation of `batch` slots: 'oom' if the device refuses it."""
+    from thinkfast.inference.params import resolve_ssm_state_dtype
+
     try:
-        state = model.allocate_state(batch, capacity, dtype=torch.bfloat16, device=_device_of(model))
+        state = model.allocate_state(batch, capacity, dtype=torch.bfloat16, device=_device_of(model),
+                                     ssm_dtype=resolve_ssm_state_dtype(ssm_state_dtype))
         del state
         _cleanup()
         return "state alone allocates; state + workspace exceed the planner's budget"
@@ -218,7 +229,7 @@ def sweep(model, name, numbers, hw, protocol, prompt, gens, batches, cfg) -> lis
     _reset_peak()
     timer = None
     try:
-        timer = SampledTimer(model, capacity, max(batches), prompt)
+        timer = SampledTimer(model, capacity, max(batches), prompt, ssm_state_dtype=_state_dtype(numbers))
         plan = timer.engine.plan
     except Exception as err:  # noqa: BLE001
         if not _is_oom(err):
@@ -257,7 +268,7 @@ def sweep(model, name, numbers, hw, protocol, prompt, gens, batches, cfg) -> lis
     _cleanup()
     for point in points:  # confirm "does not fit" by the real allocation where the planner refused
         if point["oom"] and point.get("reason", "").startswith("planner") and point["batch"] > slots:
-            point["verified"] = _verify_oom(model, point["batch"], point["prompt"] + point["gen"])
+            point["verified"] = _verify_oom(model, point["batch"], point["prompt"] + point["gen"], _state_dtype(numbers))
     return points
 
 
@@ -269,7 +280,7 @@ def full_run(model, name, numbers, hw, protocol, prompt, gen, batch) -> dict:
     _reset_peak()
     try:
         engine = Engine(model, None, max_batch=batch, max_len=prompt + gen, progress=False,
-                        prefill_tokens=8 * prompt)
+                        prefill_tokens=8 * prompt, ssm_state_dtype=_state_dtype(numbers))
         if engine.num_slots < batch:
             point.update(oom=True, reason=f"planner: {engine.plan.fit} slots fit")
             return point
@@ -375,7 +386,7 @@ def ratios(results: dict) -> list[dict]:
         if t is None:
             continue
         rows.append({"shape": MODELS[p["model"]][0], "student": p["model"], "teacher": teacher,
-                     "protocol": p["protocol"], "batch": p["batch"], "prompt": p["prompt"], "gen": p["gen"],
+                     "ssm_state_dtype": p.get("ssm_state_dtype"), "protocol": p["protocol"], "batch": p["batch"], "prompt": p["prompt"], "gen": p["gen"],
                      "method": p.get("method"), "teacher_tokens_per_s": t["tokens_per_s"],
                      "student_tokens_per_s": p["tokens_per_s"], "ratio": p["tokens_per_s"] / t["tokens_per_s"],
                      "bound_ratio": p["bound_tokens_per_s"] / t["bound_tokens_per_s"],
@@ -384,9 +395,37 @@ def ratios(results: dict) -> list[dict]:
     return rows
 
 
-def headline(results: dict) -> dict:
+def state_dtype_speedups(results: dict) -> list[dict]:
+    """Wherever a model was measured with more than one SSM state dtype at the same point (same method):
+    each one's throughput over the first dtype's, beside the ratio of their roofline bounds."""
+    first = results.get("ssm_state_dtypes", [DEFAULT_SSM_STATE_DTYPE])[0]
     pts = _ok_points(results)
+    rows = []
+    for p in pts:
+        if p.get("ssm_state_dtype") in (None, first):
+            continue
+        base = next((q for q in pts if q.get("ssm_state_dtype") == first and
+                     (q["model"], q.get("method"), q["protocol"], q["batch"], q["prompt"], q["gen"]) ==
+                     (p["model"], p.get("method"), p["protocol"], p["batch"], p["prompt"], p["gen"])), None)
+        if base is None:
+            continue
+        rows.append({"model": p["model"], "ssm_state_dtype": p["ssm_state_dtype"], "versus": first,
+                     "protocol": p["protocol"], "batch": p["batch"], "prompt": p["prompt"], "gen": p["gen"],
+                     "method": p.get("method"), "base_tokens_per_s": base["tokens_per_s"],
+                     "tokens_per_s": p["tokens_per_s"], "speedup": p["tokens_per_s"] / base["tokens_per_s"],
+                     "bound_ratio": p["bound_tokens_per_s"] / base["bound_tokens_per_s"],
+                     "base_fraction_of_bound": base["fraction_of_bound"], "fraction_of_bound": p["fraction_of_bound"]})
+    return rows
+
+
+def headline(results: dict) -> dict:
+    """Figures of the run's first SSM state dtype (the others are compared in `ssm_state_speedups`)."""
+    first = results.get("ssm_state_dtypes", [DEFAULT_SSM_STATE_DTYPE])[0]
+    pts = [p for p in _ok_points(results) if p.get("ssm_state_dtype") in (None, first)]
     out = {}
+    for p in pts:  # protocol G (the Qwen shapes): every model's fraction of its bound, full runs first
+        if p["protocol"] == "G" and p is _best(pts, p["model"], "G", p["batch"], p["gen"]):
+            out[f"{p['model']}_G_B{p['batch']}_{p['prompt']}+{p['gen']}_fraction_of_bound"] = p["fraction_of_bound"]
     for b in (256, 512):
         p = _best(pts, "hybrid-3b", "B", b)
         out[f"hybrid-3b_B{b}_fraction_of_bound"] = p and p["fraction_of_bound"]
@@ -424,8 +463,12 @@ def _hardware(device: str) -> tuple[dict, dict]:
 
 
 def run_speed(out_dir: str, quick: bool = False, models: list[str] | None = None, peer: bool = True,
-              peer_timeout: int = 180, protocol: str | None = None, device: str = "cuda") -> dict:
-    """`device` other than cuda only for the CPU smoke test (with `build_model`/`_hardware` replaced)."""
+              peer_timeout: int = 180, protocol: str | None = None, device: str = "cuda",
+              ssm_state_dtypes: list[str] | None = None) -> dict:
+    """`ssm_state_dtypes`: every model with Mamba layers is measured once per state dtype (e.g. ["fp32", "bf16"]:
+    one run compares them); all-attention models once.  `device` other than cuda only for the CPU smoke test
+    (with `build_model`/`_hardware` replaced)."""
+    state_dtypes = list(dict.fromkeys(ssm_state_dtypes or [DEFAULT_SSM_STATE_DTYPE]))
     if device == "cuda" and not torch.cuda.is_available():
         from thinkfast.errors import ThinkfastError
 
@@ -442,8 +485,8 @@ def run_speed(out_dir: str, quick: bool = False, models: list[str] | None = None
         "command": "thinkfast bench speed " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "speed"] else sys.argv[1:]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"), **facts, "torch": torch.__version__, "python": platform.python_version(),
         "measured_copy_bandwidth_bytes_per_s": hw["bandwidth"], "measured_bf16_matmul_flops": hw["flops"],
-        "protocol_set": name, "quick": name == "quick", "config": cfg, "models": {}, "points": [], "full": [],
-        "peer": [],
+        "protocol_set": name, "quick": name == "quick", "config": cfg, "ssm_state_dtypes": state_dtypes,
+        "models": {}, "points": [], "full": [], "peer": [],
     }
     try:
         import transformers
@@ -454,17 +497,20 @@ def run_speed(out_dir: str, quick: bool = False, models: list[str] | None = None
     for model_name in models:
         log.info("building %s", model_name)
         model = build_model(model_name, device=device)
-        numbers = roofline.model_numbers(model)
-        results["models"][model_name] = {**numbers, "description": describe(model_name)}
-        for proto, p in cfg["protocols"].items():
-            pts = sweep(model, model_name, numbers, hw, proto, p["prompt"], p["gens"], p["batches"], cfg)
-            if len(p["gens"]) > 1 and len(p["batches"]) == 1:
-                pts = _retry_shorter(model, model_name, numbers, hw, proto, p, cfg, pts)
-            results["points"].extend(pts)
-        for run_model, proto, batch, gen in cfg["full_runs"]:
-            if run_model == model_name:
-                prompt = cfg["protocols"][proto]["prompt"]
-                results["full"].append(full_run(model, model_name, numbers, hw, proto, prompt, gen, batch))
+        for state_dtype in state_dtypes:
+            numbers = roofline.model_numbers(model, state_dtype)
+            if numbers["ssm_state_dtype"] is None and state_dtype != state_dtypes[0]:
+                continue  # no Mamba layers: the state dtype changes nothing
+            results["models"].setdefault(model_name, {**numbers, "description": describe(model_name)})
+            for proto, p in cfg["protocols"].items():
+                pts = sweep(model, model_name, numbers, hw, proto, p["prompt"], p["gens"], p["batches"], cfg)
+                if len(p["gens"]) > 1 and len(p["batches"]) == 1:
+                    pts = _retry_shorter(model, model_name, numbers, hw, proto, p, cfg, pts)
+                results["points"].extend(pts)
+            for run_model, proto, batch, gen in cfg["full_runs"]:
+                if run_model == model_name:
+                    prompt = cfg["protocols"][proto]["prompt"]
+                    results["full"].append(full_run(model, model_name, numbers, hw, proto, prompt, gen, batch))
         del model
         _cleanup()
         _write(results, out)  # partial results survive a later failure
@@ -480,6 +526,7 @@ def run_speed(out_dir: str, quick: bool = False, models: list[str] | None = None
             results["peer"].extend(records)
             _write(results, out)
     results["ratios"] = ratios(results)
+    results["ssm_state_speedups"] = state_dtype_speedups(results)
     results["headline"] = headline(results)
     results["elapsed_s"] = time.perf_counter() - started
     _write(results, out)
@@ -491,11 +538,14 @@ def _retry_shorter(model, name, numbers, hw, protocol, p, cfg, pts):
     ok = [x for x in pts if not x["oom"]]
     if ok or len(p["gens"]) == 1:
         return pts
+    from thinkfast.inference.params import resolve_ssm_state_dtype
     from thinkfast.inference.planner import plan_slots
 
     batch = p["batches"][0]
+    ssm_dtype = resolve_ssm_state_dtype(_state_dtype(numbers))
     fitting = [gen for gen in sorted(p["gens"])
-               if plan_slots(model, p["prompt"] + gen, torch.bfloat16, _device_of(model), batch).fit >= batch]
+               if plan_slots(model, p["prompt"] + gen, torch.bfloat16, _device_of(model), batch,
+                             ssm_dtype=ssm_dtype).fit >= batch]
     if not fitting:
         return pts
     short = sweep(model, name, numbers, hw, protocol, p["prompt"], fitting, [batch], cfg)
@@ -507,6 +557,7 @@ def _write(results: dict, out: Path) -> None:
     from thinkfast.benchmarks.report import write_markdown, write_plots
 
     results["ratios"] = ratios(results)
+    results["ssm_state_speedups"] = state_dtype_speedups(results)
     (out / "speed.json").write_text(json.dumps(results, indent=1, default=str))
     try:
         write_plots(results, out)

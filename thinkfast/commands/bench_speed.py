@@ -14,6 +14,8 @@ PROTOCOL_HELP = (
 
 
 def register(subparsers) -> None:
+    from thinkfast.inference.params import DEFAULT_SSM_STATE_DTYPE, SSM_STATE_DTYPES
+
     p = get_bench_subparsers(subparsers).add_parser(
         "speed", help="decode throughput of teachers, hybrids and pure students at real shapes (GPU)")
     p.add_argument("--out", required=True, help="directory for speed.json, speed.png, speed_roofline.png and speed.md")
@@ -22,6 +24,9 @@ def register(subparsers) -> None:
     p.add_argument("--models", nargs="+", default=None,
                    help="subset of the protocol's models (names say the shape: llama-1b hybrid-1b pure-1b llama-3b "
                         "hybrid-3b pure-3b qwen-0.5b hybrid-qwen-0.5b qwen-1.5b hybrid-qwen-1.5b)")
+    p.add_argument("--ssm-state-dtype", nargs="+", choices=list(SSM_STATE_DTYPES), default=[DEFAULT_SSM_STATE_DTYPE],
+                   help="the engine's Mamba recurrent state; several (fp32 bf16) measure every model with Mamba "
+                        "layers once per dtype in the same run and report the speed-ups (all-attention models run once)")
     p.add_argument("--no-peer", action="store_true", help="skip the HF transformers generate peer")
     p.add_argument("--peer-timeout", type=int, default=180, help="seconds allowed per peer route")
     p.set_defaults(func=run)
@@ -39,8 +44,11 @@ def run(args) -> int:
     if args.quick and args.protocol not in (None, "quick"):
         raise ThinkfastError(f"--quick and --protocol {args.protocol} disagree; give one of them")
     results = run_speed(args.out, quick=args.quick, models=args.models, peer=not args.no_peer,
-                        peer_timeout=args.peer_timeout, protocol=args.protocol)
+                        peer_timeout=args.peer_timeout, protocol=args.protocol, ssm_state_dtypes=args.ssm_state_dtype)
     print(f"wrote {args.out}/speed.json, speed.png, speed_roofline.png, speed.md in {results['elapsed_s']:.0f}s")
     for key, value in results["headline"].items():
         print(f"  {key}: {value}")
+    for r in results["ssm_state_speedups"]:
+        print(f"  {r['model']} {r['ssm_state_dtype']} SSM state vs {r['versus']}, B={r['batch']} {r['prompt']}+{r['gen']} "
+              f"({r['method']}): {r['speedup']:.2f}x, bound ratio {r['bound_ratio']:.2f}x")
     return 0

@@ -12,6 +12,8 @@ STEPS = ("sample", "grade", "score", "plot", "report", "all")
 
 
 def register(subparsers) -> None:
+    from thinkfast.inference.params import SSM_STATE_DTYPES
+
     p = subparsers.add_parser(
         "eval",
         help="test-time scaling evaluation: sample -> grade -> score -> plot -> report",
@@ -26,6 +28,9 @@ def register(subparsers) -> None:
                    help="model to evaluate (local HF dir); repeat for several; replaces the config's models")
     p.add_argument("--dataset", help="gsm8k | math500 | aime24 | amc23 | synthetic | path.jsonl")
     p.add_argument("--out", help="output folder (default: the config's out_dir)")
+    p.add_argument("--ssm-state-dtype", choices=list(SSM_STATE_DTYPES), default=None,
+                   help="engine models' Mamba recurrent state (fp32 | bf16) for every model; replaces each "
+                        "model's `ssm_state_dtype` (for a side-by-side comparison list the model twice in the config)")
     p.add_argument("--gpus", type=int, metavar="N",
                    help="sample with N local processes, one engine per GPU (under torchrun leave it out: "
                    "every rank samples its share)")
@@ -46,8 +51,11 @@ def run(args: argparse.Namespace) -> int:
     if args.gpus is not None:
         overrides.append(f"gpus={args.gpus}")
     cfg = load_config(EvalConfig, args.config, overrides)
-    if args.model:
-        models = [{"name": os.path.basename(os.path.normpath(m)) or m, "path": m} for m in args.model]
+    if args.model or args.ssm_state_dtype:
+        models = ([{"name": os.path.basename(os.path.normpath(m)) or m, "path": m} for m in args.model] if args.model
+                  else to_dict(cfg)["models"])
+        if args.ssm_state_dtype:
+            models = [{**m, "ssm_state_dtype": args.ssm_state_dtype} for m in models]
         cfg = load_config(EvalConfig, {**to_dict(cfg), "models": models})
     if not cfg.models and args.step in ("sample", "grade", "score", "all"):
         raise ThinkfastError("no models: pass --model PATH or list `models:` in the config")

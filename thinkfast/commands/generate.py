@@ -8,7 +8,7 @@ import sys
 
 
 def register(subparsers) -> None:
-    from thinkfast.inference.params import SamplingParams
+    from thinkfast.inference.params import DEFAULT_SSM_STATE_DTYPE, SSM_STATE_DTYPES, SamplingParams
 
     p = subparsers.add_parser("generate", help="sample completions with the batched engine")
     p.add_argument("--model", required=True, help="student directory, teacher hub name/dir/.gguf, or smollm2-135m")
@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-len", type=int, default=None, help="tokens per slot (default: longest prompt + max new)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="default bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--ssm-state-dtype", default=DEFAULT_SSM_STATE_DTYPE, choices=list(SSM_STATE_DTYPES),
+                   help="recurrent state of Mamba layers in the decode pool (bf16 halves its bytes; the step "
+                        "still computes in fp32; see docs/engine.md)")
     p.add_argument("--device", default=None)
     p.add_argument("--no-cuda-graphs", action="store_true")
     p.add_argument("--out", default=None, help="JSONL output file (default: stdout)")
@@ -102,7 +105,8 @@ def run(args) -> int:
                   strict=True)
     needed = len(prompts) * args.n  # decode slots: no more than this request can fill
     engine = Engine(model, tokenizer, max_batch=min(args.max_batch or needed, needed), max_len=max_len,
-                    dtype=dtype, device=device, cuda_graphs=not args.no_cuda_graphs)
+                    dtype=dtype, device=device, cuda_graphs=not args.no_cuda_graphs,
+                    ssm_state_dtype=args.ssm_state_dtype)
     results = engine.generate(prompts, params, n=args.n)
     lines = [json.dumps({"prompt_index": c.prompt_index, "sample_index": c.sample_index, "prompt": prompts[c.prompt_index],
                          "text": c.text, "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids)}) + "\n"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from thinkfast.errors import ThinkfastError
-from thinkfast.inference.params import SamplingParams
+from thinkfast.inference.params import DEFAULT_SSM_STATE_DTYPE, SamplingParams, resolve_ssm_state_dtype
 
 
 @dataclass
@@ -19,6 +19,7 @@ class ModelSpec:
     backend: Literal["engine", "hf"] = "engine"  # our batched engine, or plain transformers generate
     batch_size: int = 64  # engine: most concurrent sequences (the planner may lower it); hf: per generate call
     max_len: int = 4096  # engine: prompt + generated tokens per sequence
+    ssm_state_dtype: str = DEFAULT_SSM_STATE_DTYPE  # engine: Mamba layers' recurrent state, fp32 | bf16
     device: str = "cpu"
     dtype: str = "float32"
 
@@ -82,6 +83,10 @@ class EvalConfig:
         for m in self.models:
             if not (m.path or m.hook):
                 raise ThinkfastError(f"model {m.name!r} needs a path (local HF dir) or a hook (module:function)")
+            try:
+                resolve_ssm_state_dtype(m.ssm_state_dtype)
+            except ThinkfastError as err:
+                raise ThinkfastError(f"model {m.name!r}: {err}") from None
         unknown = set(self.metrics) - {"pass", "maj", "bon", "wbon"}
         if unknown:
             raise ThinkfastError(f"unknown metrics {sorted(unknown)}; use pass, maj, bon, wbon")

@@ -53,7 +53,8 @@ def load_model_for_eval(spec: ModelSpec) -> LoadedModel:
         from thinkfast.inference.engine import Engine
 
         model, tokenizer = load_for_generation(spec.path, dtype=dtype, device=spec.device)
-        engine = Engine(model, tokenizer, max_batch=spec.batch_size, max_len=spec.max_len, progress=False)
+        engine = Engine(model, tokenizer, max_batch=spec.batch_size, max_len=spec.max_len, progress=False,
+                        ssm_state_dtype=spec.ssm_state_dtype)
         return LoadedModel(spec.name, EngineSampler(engine), tokenizer)
     from thinkfast.loading import is_student_dir
     from thinkfast.teachers.loading import load_teacher

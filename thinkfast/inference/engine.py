@@ -31,7 +31,7 @@ import torch
 
 from thinkfast.errors import ThinkfastError
 from thinkfast.inference.graphs import DecodeGraphs, bucket_sizes, pick_bucket
-from thinkfast.inference.params import Completion, SamplingParams
+from thinkfast.inference.params import DEFAULT_SSM_STATE_DTYPE, Completion, SamplingParams, resolve_ssm_state_dtype
 from thinkfast.inference.planner import plan_slots
 from thinkfast.inference.sampling import SamplerMode, sample_next, sequence_seed
 from thinkfast.inference.stopping import StopRules
@@ -133,12 +133,14 @@ class Engine:
         sync_every: int = 16,
         prefill_tokens: int = 8192,
         progress: bool = True,
+        ssm_state_dtype: str | torch.dtype = DEFAULT_SSM_STATE_DTYPE,  # "fp32" | "bf16"
     ):
         first = next(model.parameters())
         self.device = torch.device(device) if device is not None else first.device
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.dtype = dtype or model.model.embed_tokens.weight.dtype
+        self.ssm_state_dtype = resolve_ssm_state_dtype(ssm_state_dtype)  # Mamba layers' recurrent state in the pool
         model = model.to(self.device)
         if model.model.embed_tokens.weight.dtype != self.dtype:
             model = model.to(self.dtype)
@@ -151,14 +153,16 @@ class Engine:
         self.progress = progress
         self.capacity = max(self.max_len, self.sync_every)
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
-        self.plan = plan_slots(self.model, self.capacity, self.dtype, self.device, max_batch, self.prefill_tokens)
+        self.plan = plan_slots(self.model, self.capacity, self.dtype, self.device, max_batch, self.prefill_tokens,
+                               ssm_dtype=self.ssm_state_dtype)
         if self.plan.slots < 1:
             raise ThinkfastError(f"no decode slot fits in memory: {self.plan.reason}. Lower max_len or free memory.")
         self.num_slots = self.plan.slots
         self.scratch = self.num_slots  # padding rows of a bucket all write here
         rows = self.num_slots + 1
         dev = self.device
-        self.state = self.model.allocate_state(rows, self.capacity, dtype=self.dtype, device=dev)
+        self.state = self.model.allocate_state(rows, self.capacity, dtype=self.dtype, device=dev,
+                                               ssm_dtype=self.ssm_state_dtype)
         self.last_tok = torch.zeros(rows, dtype=torch.long, device=dev)
         self.n_gen = torch.zeros(rows, dtype=torch.long, device=dev)
         self.out = torch.zeros(rows, self.capacity + 1, dtype=torch.int32, device=dev)
@@ -174,8 +178,8 @@ class Engine:
         self.pad_id = getattr(tokenizer, "pad_token_id", None) or 0
         self.last_stats: dict = {}
         log.info(
-            "engine: %d slots x %d tokens, %s on %s, cuda graphs %s",
-            self.num_slots, self.capacity, self.dtype, dev, "on" if self.use_graphs else "off",
+            "engine: %d slots x %d tokens, %s (SSM state %s) on %s, cuda graphs %s",
+            self.num_slots, self.capacity, self.dtype, self.ssm_state_dtype, dev, "on" if self.use_graphs else "off",
         )
 
     # ------------------------------------------------------------------ device step

@@ -11,6 +11,25 @@ from dataclasses import dataclass, field
 
 from thinkfast.errors import ThinkfastError
 
+# The recurrent (SSM) state of Mamba layers in an engine's slot pool: "fp32" or "bf16" (half the bytes read
+# and written per decode step; each step still computes in fp32: load -> fp32, update, store rounded).
+# The default stays fp32 until a GPU measurement of speed and accuracy decides (docs/engine.md).
+SSM_STATE_DTYPES = ("fp32", "bf16")
+DEFAULT_SSM_STATE_DTYPE = "fp32"
+
+
+def resolve_ssm_state_dtype(name):
+    """"fp32" / "bf16" (or torch.float32 / torch.bfloat16 themselves) -> the torch dtype of the SSM state pool."""
+    from thinkfast.device import DTYPES  # torch: imported when an engine is built, not with this module
+
+    allowed = {DTYPES[n] for n in SSM_STATE_DTYPES}
+    if name in SSM_STATE_DTYPES:
+        return DTYPES[name]
+    if name in allowed:
+        return name
+    raise ThinkfastError(f"ssm_state_dtype must be one of {list(SSM_STATE_DTYPES)}, got {name!r}")
+
+
 # Stands in for the longest prompt when an engine is sized before its prompts are read.
 PROMPT_HEADROOM = 1024
 

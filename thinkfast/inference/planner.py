@@ -72,8 +72,8 @@ class MemoryPlan:
         return asdict(self)
 
 
-def state_bytes(model, capacity: int, dtype: torch.dtype) -> dict[str, int]:
-    state = model.allocate_state(1, capacity, dtype=dtype, device="meta")
+def state_bytes(model, capacity: int, dtype: torch.dtype, ssm_dtype: torch.dtype = torch.float32) -> dict[str, int]:
+    state = model.allocate_state(1, capacity, dtype=dtype, device="meta", ssm_dtype=ssm_dtype)
     return state.bytes_per_slot()
 
 
@@ -101,8 +101,9 @@ def plan_slots(
     prefill_tokens: int = 8192,
     margin_fraction: float = 0.06,
     margin_bytes: int = 1 << 30,
+    ssm_dtype: torch.dtype = torch.float32,
 ) -> MemoryPlan:
-    sizes = state_bytes(model, capacity, dtype)
+    sizes = state_bytes(model, capacity, dtype, ssm_dtype)
     per_slot = sizes["kv"] + sizes["recurrent"]
     per_row = decode_workspace_per_row(model.config)
     prefill_ws = prefill_workspace(model.config, prefill_tokens)

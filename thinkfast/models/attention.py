@@ -31,7 +31,8 @@ class AttentionMixer(nn.Module):
             self._inv_freq[device] = rope_inv_freq(self.head_dim, cfg.rope_theta, cfg.rope_scaling_config, device=device)
         return self._inv_freq[device]
 
-    def allocate_state(self, num_slots: int, max_len: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+    def allocate_state(self, num_slots: int, max_len: int, dtype: torch.dtype, device,
+                       ssm_dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         shape = (num_slots, self.n_kv, max_len, self.head_dim)
         return {"k": torch.zeros(shape, dtype=dtype, device=device), "v": torch.zeros(shape, dtype=dtype, device=device)}
 

@@ -39,11 +39,12 @@ class Mamba1Mixer(nn.Module):
         self.D = nn.Parameter(torch.ones(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, config.hidden_size, bias=False)
 
-    def allocate_state(self, num_slots: int, max_len: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+    def allocate_state(self, num_slots: int, max_len: int, dtype: torch.dtype, device,
+                       ssm_dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         k = self.conv1d.kernel_size
         return {
             "conv": torch.zeros(num_slots, self.d_xb, k - 1, dtype=dtype, device=device),
-            "ssm": torch.zeros(num_slots, self.d_inner, self.d_state, dtype=torch.float32, device=device),
+            "ssm": torch.zeros(num_slots, self.d_inner, self.d_state, dtype=ssm_dtype, device=device),
         }
 
     def _project(self, u: torch.Tensor):
@@ -79,7 +80,7 @@ class Mamba1Mixer(nn.Module):
         if want_state:
             y, ssm_final = y
             state["conv"][slots] = conv_final.to(state["conv"].dtype)
-            state["ssm"][slots] = ssm_final
+            state["ssm"][slots] = ssm_final.to(state["ssm"].dtype)  # (b, d_inner, d_state), fp32 -> the pool's dtype
         return self.out_proj(y)
 
     def step(self, u: torch.Tensor, positions: torch.Tensor, state: dict[str, torch.Tensor], slots: torch.Tensor):

@@ -24,12 +24,12 @@ def _ssd_sequence(x, g, B, C, seq: SequenceInfo, state, slots, chunk_size: int):
     if state is None:
         return out
     y, final = out
-    state["ssm"][slots] = final
+    state["ssm"][slots] = final.to(state["ssm"].dtype)  # (b, h, n, p), fp32 -> the pool's dtype
     return y
 
 
-def _ssd_state(num_slots: int, heads: int, d_state: int, head_dim: int, device) -> torch.Tensor:
-    return torch.zeros(num_slots, heads, d_state, head_dim, dtype=torch.float32, device=device)
+def _ssd_state(num_slots: int, heads: int, d_state: int, head_dim: int, device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.zeros(num_slots, heads, d_state, head_dim, dtype=dtype, device=device)
 
 
 class DiscreteMamba2Mixer(nn.Module):
@@ -55,11 +55,12 @@ class DiscreteMamba2Mixer(nn.Module):
         self.D = nn.Parameter(torch.ones(self.n_v))
         self.out_proj = nn.Linear(self.d_inner, config.hidden_size, bias=False)
 
-    def allocate_state(self, num_slots: int, max_len: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+    def allocate_state(self, num_slots: int, max_len: int, dtype: torch.dtype, device,
+                       ssm_dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         k = self.conv1d.kernel_size
         return {
             "conv": torch.zeros(num_slots, self.conv_dim, k - 1, dtype=dtype, device=device),
-            "ssm": _ssd_state(num_slots, self.n_v, self.d_state, self.head_dim, device),
+            "ssm": _ssd_state(num_slots, self.n_v, self.d_state, self.head_dim, device, ssm_dtype),
         }
 
     def _split_xbc(self, xBC: torch.Tensor):
@@ -128,11 +129,11 @@ class Mamba2Mixer(nn.Module):
         self.norm_eps = config.rms_norm_eps
         self.out_proj = nn.Linear(self.d_inner, config.hidden_size, bias=False)
 
-    def allocate_state(self, num_slots, max_len, dtype, device):
+    def allocate_state(self, num_slots, max_len, dtype, device, ssm_dtype: torch.dtype = torch.float32):
         k = self.conv1d.kernel_size
         return {
             "conv": torch.zeros(num_slots, self.conv_dim, k - 1, dtype=dtype, device=device),
-            "ssm": _ssd_state(num_slots, self.n_heads, self.d_state, self.head_dim, device),
+            "ssm": _ssd_state(num_slots, self.n_heads, self.d_state, self.head_dim, device, ssm_dtype),
         }
 
     def _heads(self, xBC: torch.Tensor, dt: torch.Tensor):

@@ -187,11 +187,13 @@ class ThinkfastForCausalLM(PreTrainedModel, GenerationMixin):
 
     # --------------------------------------------------------------- decoding
     def allocate_state(
-        self, num_slots: int, max_len: int, dtype: torch.dtype | None = None, device=None
+        self, num_slots: int, max_len: int, dtype: torch.dtype | None = None, device=None,
+        ssm_dtype: torch.dtype = torch.float32,
     ) -> InferenceState:
+        """KV and conv state in `dtype` (default: the weights'), the Mamba layers' recurrent state in `ssm_dtype`."""
         dtype = dtype or self.model.embed_tokens.weight.dtype
         device = device or self.model.embed_tokens.weight.device
-        layers = [layer.mixer.allocate_state(num_slots, max_len, dtype, device) for layer in self.model.layers]
+        layers = [layer.mixer.allocate_state(num_slots, max_len, dtype, device, ssm_dtype) for layer in self.model.layers]
         return InferenceState(layers=layers, lengths=torch.zeros(num_slots, dtype=torch.long, device=device), max_len=max_len)
 
     @torch.no_grad()

@@ -1,6 +1,7 @@
 """Plain-PyTorch reference numerics: the ground truth every kernel is tested against.
 
-Layout convention: sequences are (batch, length, channels); recurrent states are fp32.
+Layout convention: sequences are (batch, length, channels); recurrent states are fp32 (a decode
+pool's may be bf16: every step loads it into fp32, computes in fp32 and rounds only what it stores).
 `reset` is a (batch, length) bool tensor, True where a new document starts: the
 recurrent state and the convolution window are cleared before that token.
 """

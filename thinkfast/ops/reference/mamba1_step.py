@@ -31,7 +31,7 @@ def mamba1_fused_step_ref(
     conv_state: torch.Tensor,  # (pool, d_xb, K-1), rolled in place
     conv_weight: torch.Tensor,  # (d_xb, K)
     conv_bias: torch.Tensor | None,
-    state: torch.Tensor,  # (pool, d_inner, N) fp32, updated in place
+    state: torch.Tensor,  # (pool, d_inner, N) fp32 or bf16, updated in place
     A_log: torch.Tensor,  # (d_inner, N)
     D: torch.Tensor | None,
     dt_bias: torch.Tensor | None,

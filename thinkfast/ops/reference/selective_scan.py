@@ -72,7 +72,7 @@ def selective_scan_ref(
 
 
 def selective_state_update_ref(
-    state: torch.Tensor,  # (pool, d, n) fp32, updated in place
+    state: torch.Tensor,  # (pool, d, n) fp32 or bf16, updated in place (the step computes in fp32)
     x: torch.Tensor,  # (b, d)
     dt: torch.Tensor,  # (b, d)
     A: torch.Tensor,  # (d, n)

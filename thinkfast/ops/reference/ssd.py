@@ -80,7 +80,7 @@ def ssd_chunked_ref(
 
 
 def ssd_step_ref(
-    state: torch.Tensor,  # (pool, h, n, p) fp32, updated in place
+    state: torch.Tensor,  # (pool, h, n, p) fp32 or bf16, updated in place (the step computes in fp32)
     x: torch.Tensor,  # (b, h, p)
     g: torch.Tensor,  # (b, h) log decay
     B: torch.Tensor,  # (b, h, n)

@@ -3,7 +3,8 @@
 Same function as `mamba1_fused_step_ref`.  Inputs are the raw in_proj slices (views of one
 (b, W) buffer, no copies) and dt_proj's output:
     z, C (b, d_inner); x, B (b, d_xb = n_kv * hd); dt (b, d_inner);
-    conv_state (pool, d_xb, K-1) rolled in place; state (pool, d_inner, N) fp32 in place;
+    conv_state (pool, d_xb, K-1) rolled in place; state (pool, d_inner, N) fp32 or bf16 in place
+    (loaded into fp32, updated in fp32, rounded only where it is stored);
     A_log (d_inner, N), D, dt_bias (d_inner,) fp32; conv weight (d_xb, K), bias (d_xb,).
 In one program, for one batch row, one kv head and BLOCK_J of its hd channels:
     conv step + SiLU of x (the conv state is read once and written once),
@@ -113,7 +114,7 @@ def fused_supported(x, B, C, state, A_log, conv_state, head_dim: int) -> bool:
     n = A_log.shape[-1]
     return (
         x.dtype in (torch.float32, torch.bfloat16, torch.float16)
-        and state.dtype == torch.float32
+        and state.dtype in (torch.float32, torch.bfloat16)
         and state.is_contiguous()
         and is_pow2(n)
         and head_dim % n == 0

@@ -1,15 +1,17 @@
 """Decode-step recurrent state updates, in place on rows of a state pool.
 
 Mamba-1 (`selective_state_update`, same function as `selective_state_update_ref`):
-    state (pool, d, N) fp32; x, dt, z (b, d); B, C (b, G, N); A (d, N); D, dt_bias (d,)
+    state (pool, d, N) fp32 or bf16; x, dt, z (b, d); B, C (b, G, N); A (d, N); D, dt_bias (d,)
     grid (b, d / BLOCK_D): a program reads its (BLOCK_D, N) block of one row of the pool,
     applies one step, writes it back and emits y for its BLOCK_D channels.
 Discrete Mamba-2 (`ssd_step`, same function as `ssd_step_ref`):
-    state (pool, h, n, p) fp32; x (b, h, p); g (b, h); B, C (b, h, n)
+    state (pool, h, n, p) fp32 or bf16; x (b, h, p); g (b, h); B, C (b, h, n)
     grid (b, h, p / BLOCK_P): a program owns an (n, BLOCK_P) block of one head.
 
 Both are memory-bound: the state is read once and written once (8 bytes per fp32
-element), everything else is O(b d) and negligible (x/z/dt/y are 1/N of the state).
+element, 4 per bf16 one), everything else is O(b d) and negligible (x/z/dt/y are 1/N of
+the state).  A bf16 state is loaded into fp32, updated and contracted with C in fp32, and
+only the stored copy is rounded (y comes from the unrounded fp32 state, as in the reference).
 Rows are taken from `state_indices` (default 0..b-1) so the engine can update any
 subset of its pool in place.
 """
@@ -42,7 +44,7 @@ def _mamba1_step_kernel(
     else:
         row = pid_b.to(tl.int64)
     st_ptrs = state_ptr + row * s_st_p + offs_d[:, None] * N + offs_n[None, :]  # (BLOCK_D, N)
-    h = tl.load(st_ptrs, mask=dmask[:, None], other=0.0)
+    h = tl.load(st_ptrs, mask=dmask[:, None], other=0.0).to(tl.float32)
     xv = tl.load(x_ptr + pid_b * s_x_b + offs_d, mask=dmask, other=0.0).to(tl.float32)
     dtv = tl.load(dt_ptr + pid_b * s_dt_b + offs_d, mask=dmask, other=0.0).to(tl.float32)
     if HAS_BIAS:
@@ -136,7 +138,7 @@ def _ssd_step_kernel(
     else:
         row = pid_b.to(tl.int64)
     st_ptrs = state_ptr + row * s_st_p + pid_h * s_st_h + offs_n[:, None] * P + offs_p[None, :]  # (NS, BLOCK_P)
-    S = tl.load(st_ptrs, mask=pmask[None, :], other=0.0)
+    S = tl.load(st_ptrs, mask=pmask[None, :], other=0.0).to(tl.float32)
     decay = tl.exp(tl.load(g_ptr + pid_b * s_g_b + pid_h).to(tl.float32))
     xv = tl.load(x_ptr + pid_b * s_x_b + pid_h * s_x_h + offs_p, mask=pmask, other=0.0).to(tl.float32)
     Bv = tl.load(B_ptr + pid_b * s_B_b + pid_h * s_B_h + offs_n).to(tl.float32)
