@@ -29,7 +29,7 @@ from thinkfast.storage import is_temp_name
 CHILD_TIMEOUT_S = 180
 # measured, not computed: they differ between any two runs
 TIMING_KEYS = {"seconds", "tokens_per_s", "decode_tokens_per_s", "step_time_s", "seconds_per_sample", "time_method",
-               "peak_memory_gb"}
+               "peak_memory_gb", "timings", "distill_wall_seconds"}  # timings: wall seconds per distill phase
 
 
 def _config(teacher: str, out_dir) -> dict:
