@@ -51,8 +51,16 @@ def test_cli_end_to_end_two_tiny_models(tmp_path):
     assert tb["seconds"]["4"] == pytest.approx(4 * tb["mean_tokens"] / 50.0)
     for metric in ("pass", "maj", "bon", "wbon"):
         assert (out / f"{metric}.png").read_bytes()[:8] == PNG
+    for score in scores.values():  # every figure with its interval over problems, and the per-problem values
+        kept = score["per_problem"]
+        assert len(kept["problem_ids"]) == score["problems"] == 3
+        for metric, per_k in score["metrics"].items():
+            for k, entry in per_k.items():
+                assert np.mean(kept["values"][metric][k]) == pytest.approx(entry["mean"], abs=1e-12)
+                assert entry["ci95"][0] <= entry["mean"] + 1e-12 and entry["mean"] <= entry["ci95"][1] + 1e-12
     report = (out / "report.md").read_text()
     assert "](pass.png)" in report and "tiny-a" in report and "tiny-b" in report
+    assert "bootstrap over the 3 problems" in report
 
 
 # ---- scripted samplers (imported by the pipeline through the model hook) ----

@@ -87,6 +87,22 @@ def test_report_holds_the_measured_numbers(finished):
     assert len(results["distill"]["pure"]["stages"]) == 3
 
 
+def test_summary_gives_every_figure_its_interval(finished):
+    cfg, results = finished
+    root = stages.RunPaths(cfg.out_dir)
+    data = json.loads((root.report / "summary.json").read_text())["eval_sets"]["synthetic-1step"]
+    for name, row in data["models"].items():
+        for key in ("pass@1", "pass@2", "maj@1", "maj@2"):
+            lo, hi = row[f"{key}_ci95"]
+            assert lo <= row[key] + 1e-12 and row[key] <= hi + 1e-12, (name, key)
+    for student in ("hybrid", "pure"):
+        assert set(data["ratios_ci95"][student]) == set(data["ratios"][student]) == {"pass@1", "pass@2", "maj@2"}
+        for metric in ("pass", "maj"):
+            assert student in data["pareto_fraction"][metric] and student in data["pareto_fraction_ci95"][metric]
+    md = root.abs(results["report"]["report"]).read_text()
+    assert "bootstrap over the 3 problems" in md
+
+
 def test_rerun_reuses_every_stage(finished, monkeypatch):
     cfg, _ = finished
     calls = _counting(monkeypatch)

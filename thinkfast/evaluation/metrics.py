@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import numpy as np
@@ -48,6 +48,8 @@ class MetricResult:
     mean: float
     std: float  # std of the dataset score over random subset draws (0 for pass@k)
     exact: bool  # computed over all subsets (or in closed form)
+    # (problems,) each problem's own value, whose mean is `mean`: what a bootstrap over problems resamples
+    per_problem: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -61,8 +63,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def coverage(problems: Sequence[ProblemSamples], k: int) -> MetricResult:
     """Mean unbiased pass@k over problems."""
-    values = [pass_at_k(p.n, int(p.correct.sum()), k) for p in problems]
-    return MetricResult(float(np.mean(values)), 0.0, True)
+    values = np.array([pass_at_k(p.n, int(p.correct.sum()), k) for p in problems])
+    return MetricResult(float(np.mean(values)), 0.0, True, values)
 
 
 def subset_scores(mask: np.ndarray, problem: ProblemSamples, rule: Rule) -> np.ndarray:
@@ -135,13 +137,12 @@ def subset_metric(
             s = subset_scores(_all_subsets(p.n, k), p, rule)
             means.append(s.mean())
             variances.append(s.var())
-        return MetricResult(float(np.mean(means)), float(math.sqrt(sum(variances)) / len(problems)), True)
+        return MetricResult(float(np.mean(means)), float(math.sqrt(sum(variances)) / len(problems)), True,
+                            np.array(means))
     rng = np.random.default_rng([seed, k, RULES.index(rule)])
-    per_trial = np.zeros(trials)  # (trials,) dataset score of each draw
-    for p in problems:
-        per_trial += subset_scores(_random_subsets(rng, p.n, k, trials), p, rule)
-    per_trial /= len(problems)
-    return MetricResult(float(per_trial.mean()), float(per_trial.std()), False)
+    draws = np.stack([subset_scores(_random_subsets(rng, p.n, k, trials), p, rule) for p in problems])  # (P, trials)
+    per_trial = draws.mean(0)  # (trials,) dataset score of each draw
+    return MetricResult(float(per_trial.mean()), float(per_trial.std()), False, draws.mean(1))
 
 
 def all_metrics(

@@ -21,7 +21,7 @@ import numpy as np
 from thinkfast import storage
 from thinkfast.config import to_dict
 from thinkfast.errors import ThinkfastError
-from thinkfast.evaluation import budget, parallel, store
+from thinkfast.evaluation import budget, parallel, store, uncertainty
 from thinkfast.evaluation.config import EvalConfig, ModelSpec
 from thinkfast.evaluation.datasets import ProblemSet, load_problems
 from thinkfast.evaluation.grading import Grader, cluster_many, extract_answer
@@ -232,8 +232,18 @@ def score_model(cfg: EvalConfig, spec: ModelSpec, skipped: int = 0) -> dict:
         "timing": budget.timing_record(method, spec.timing, spec.batch_size, rows),
         "skipped": skipped,
         "seconds": {str(k): v for k, v in budget.seconds_for_k(cfg.k_list, sps).items()},
-        "metrics": {m: {str(k): dataclasses.asdict(r) for k, r in per_k.items()} for m, per_k in results.items()},
+        "metrics": {m: {str(k): _metric_entry(r) for k, r in per_k.items()} for m, per_k in results.items()},
+        # each problem's value of every figure, in `problem_ids` order: what the paired intervals resample
+        "per_problem": {"problem_ids": list(groups),
+                        "values": {m: {str(k): r.per_problem.tolist() for k, r in per_k.items()}
+                                   for m, per_k in results.items()}},
     }
+
+
+def _metric_entry(result) -> dict:
+    """A figure as scores.json keeps it: mean ± std over subset draws, and its 95% interval over problems."""
+    return {"mean": result.mean, "std": result.std, "exact": result.exact,
+            "ci95": uncertainty.as_json(uncertainty.mean_interval(result.per_problem))}
 
 
 def plot_scores(cfg: EvalConfig, scores: dict) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from thinkfast.evaluation import uncertainty
 from thinkfast.evaluation.budget import describe_timing
 
 METRIC_NAMES = {"pass": "coverage (pass@k)", "maj": "maj@k", "bon": "BoN@k", "wbon": "weighted BoN@k"}
@@ -18,7 +19,8 @@ def _table(scores: dict, metric: str) -> list[str]:
         for k in ks:
             r = data["metrics"].get(metric, {}).get(str(k))
             sec = data["seconds"].get(str(k))
-            cells.append("" if r is None else f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f} ({sec:.3g}s)")
+            cells.append("" if r is None else
+                         f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}{uncertainty.text(r.get('ci95'))} ({sec:.3g}s)")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return lines
 
@@ -39,6 +41,8 @@ def write_report(scores: dict, plots: dict[str, str], path: str | os.PathLike, t
     lines.append("")
     lines.append("Values are % (mean ± std over random size-k subsets; exact enumeration when small); "
                  "seconds = time of k samples.")
+    if any("ci95" in r for d in scores.values() for per_k in d["metrics"].values() for r in per_k.values()):
+        lines += ["", uncertainty.legend(next(iter(scores.values()))["problems"])]
     for metric in ("pass", "maj", "bon", "wbon"):
         if not any(metric in d["metrics"] for d in scores.values()):
             continue

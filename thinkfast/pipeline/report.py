@@ -6,9 +6,10 @@ import datetime as dt
 import json
 import shutil
 
+from thinkfast.evaluation import uncertainty
 from thinkfast.evaluation.budget import describe_timing
 from thinkfast.pipeline.config import RunConfig
-from thinkfast.pipeline.summary import fidelity_section, pareto_section, run_summary
+from thinkfast.pipeline.summary import fidelity_section, pareto_section, ratio_section, run_summary
 from thinkfast.storage import atomic_write_text
 
 METRIC_TITLES = {"pass": "coverage (pass@k)", "maj": "accuracy (majority vote, maj@k)"}
@@ -102,8 +103,13 @@ def _training_section(results: dict) -> list[str]:
     return lines
 
 
-def _fmt(value: tuple[float, int] | None) -> str:
-    return "—" if value is None else f"{100 * value[0]:.1f}% (k={value[1]})"
+def _figure(entry: dict) -> str:
+    """A figure in percent with its 95% interval, e.g. `11.0% [9.1–13.0]`."""
+    return f"{100 * entry['mean']:.1f}%{uncertainty.text(entry.get('ci95'))}"
+
+
+def _fmt(value: tuple[float, int] | None, score: dict, metric: str) -> str:
+    return "—" if value is None else f"{_figure(score['metrics'][metric][str(value[1])])} (k={value[1]})"
 
 
 def _eval_section(name: str, info: dict, paths) -> tuple[list[str], dict]:
@@ -113,13 +119,13 @@ def _eval_section(name: str, info: dict, paths) -> tuple[list[str], dict]:
     lines = ["", f"## {name}: test-time scaling", "", "Time per sample, by model (method, batch, lengths):", ""]
     lines += [f"- {model}: {describe_timing(s.get('timing') or {'method': s.get('time_method')})}"
               for model, s in scores.items()]
-    lines.append("")
+    lines += ["", uncertainty.legend(next(iter(scores.values())).get("problems")), ""]
     figures = {}
     for metric, title in METRIC_TITLES.items():
         ks = list(next(iter(scores.values()))["seconds"])
         lines += [f"### {title}", "", "| model | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for model, s in scores.items():
-            cells = [f"{100 * s['metrics'][metric][k]['mean']:.1f}% ({s['seconds'][k]:.3g}s)" for k in ks]
+            cells = [f"{_figure(s['metrics'][metric][k])} ({s['seconds'][k]:.3g}s)" for k in ks]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         plot = info.get("plots", {}).get(metric)
         if plot:
@@ -130,7 +136,7 @@ def _eval_section(name: str, info: dict, paths) -> tuple[list[str], dict]:
         lines += ["", f"Under a fixed time budget per problem ({title}; budgets = the teacher's time for k samples):", "",
                   "| budget (s) | " + " | ".join(names) + " | best |", "|---:|" + "---|" * (len(names) + 1)]
         for row in rows:
-            lines.append(f"| {row['budget_s']:.3g} | " + " | ".join(_fmt(row[n]) for n in names) + f" | {row['best'] or '—'} |")
+            lines.append(f"| {row['budget_s']:.3g} | " + " | ".join(_fmt(row[n], scores[n], metric) for n in names) + f" | {row['best'] or '—'} |")
         figures[metric] = rows
         lines.append("")
     return lines, figures
@@ -166,6 +172,7 @@ def write_run_report(cfg: RunConfig, paths, results: dict) -> dict:
         section, figures = _eval_section(name, info, paths)
         lines += section
         budget_figures[name] = figures
+    lines += ratio_section(summary)
     lines += pareto_section(summary)
     lines += ["", HOW_TO_READ]
     atomic_write_text(paths.report / "summary.json", json.dumps(summary, indent=1, default=str))

@@ -4,6 +4,11 @@ closeness to the teacher, and how often a student wins at a fixed time budget.
     pareto_fraction[metric][student]  fraction of `n` log-spaced time budgets, from the teacher's k=1 time to
                                       its largest-k time, at which the student's best point within the budget
                                       is at least the teacher's best point within it
+    ratios[student]                   the student's pass@1, pass@K and maj@K (largest K) over the teacher's
+
+Every accuracy figure has its 95% interval beside it (`pass@1_ci95`, `ratios_ci95`, `pareto_fraction_ci95`:
+[lo, hi], or null for a run scored before the intervals existed): a bootstrap over problems, paired for the
+ratios and the budget wins (thinkfast/evaluation/uncertainty.py); `ci95_method` says so in words.
 """
 
 from __future__ import annotations
@@ -12,12 +17,9 @@ import datetime as dt
 import math
 import sys
 
+import numpy as np
 
-def best_within(score: dict, metric: str, budget: float) -> float | None:
-    """Best mean value of `metric` over the model's k whose time fits in `budget` seconds (None: none fits)."""
-    values = [score["metrics"][metric][k]["mean"] for k, s in score["seconds"].items()
-              if s <= budget * (1 + 1e-9) and k in score["metrics"].get(metric, {})]
-    return max(values) if values else None
+from thinkfast.evaluation import uncertainty
 
 
 def log_budgets(low: float, high: float, n: int) -> list[float]:
@@ -26,21 +28,97 @@ def log_budgets(low: float, high: float, n: int) -> list[float]:
     return [low * (high / low) ** (i / (n - 1)) for i in range(n)]
 
 
+def _budgets(teacher: dict, n: int) -> list[float]:
+    times = sorted(teacher["seconds"].values())
+    return log_budgets(times[0], times[-1], n)
+
+
+def _curve(score: dict, metric: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The model's k that have both a time and a value of `metric`: the k, their mean values, their seconds."""
+    ks = [k for k in score["seconds"] if k in score["metrics"].get(metric, {})]
+    return (ks, np.array([score["metrics"][metric][k]["mean"] for k in ks], dtype=float),
+            np.array([score["seconds"][k] for k in ks], dtype=float))
+
+
+def budget_wins(teacher: np.ndarray, teacher_seconds: np.ndarray, student: np.ndarray, student_seconds: np.ndarray,
+                budgets: list[float]) -> np.ndarray:
+    """Fraction of `budgets` at which the student's best value within the budget is at least the teacher's
+    (a student with no k within a budget loses it; a teacher with none there, wins it for the student).
+    teacher, student: (..., K) the value at each of the model's k, leading axes for bootstrap resamples;
+    *_seconds: (K,) the time of each k, fixed."""
+    def best(values, seconds, budget):  # -inf where no k fits
+        return np.where(seconds <= budget * (1 + 1e-9), values, -np.inf).max(-1, initial=-np.inf)
+
+    wins = []
+    for budget in budgets:
+        t, s = best(teacher, teacher_seconds, budget), best(student, student_seconds, budget)
+        wins.append((s > -np.inf) & (s >= t - 1e-12))
+    return np.mean(wins, axis=0)
+
+
 def pareto_fraction(scores: dict, metric: str, student: str, n: int = 20) -> float | None:
     teacher = scores.get("teacher")
     if teacher is None or student not in scores:
         return None
-    times = sorted(teacher["seconds"].values())
-    wins = 0
-    budgets = log_budgets(times[0], times[-1], n)
-    for budget in budgets:
-        t, s = best_within(teacher, metric, budget), best_within(scores[student], metric, budget)
-        wins += s is not None and (t is None or s >= t - 1e-12)
-    return wins / len(budgets)
+    _, t_values, t_seconds = _curve(teacher, metric)
+    _, s_values, s_seconds = _curve(scores[student], metric)
+    return float(budget_wins(t_values, t_seconds, s_values, s_seconds, _budgets(teacher, n)))
+
+
+def _per_problem(score: dict, metric: str, ks: list[str]) -> tuple[list, np.ndarray] | None:
+    """(problem ids, (problems, len(ks)) values) of a figure, or None where the score keeps none (older runs)."""
+    kept = score.get("per_problem") or {}
+    values = (kept.get("values") or {}).get(metric) or {}
+    if not kept or any(k not in values for k in ks):
+        return None
+    return kept["problem_ids"], np.array([values[k] for k in ks], dtype=float).reshape(len(ks), -1).T
+
+
+def _paired(teacher: dict, student: dict, metric: str, teacher_ks: list[str], student_ks: list[str]):
+    """Both models' per-problem values on the same problems, or None (missing, or other problems)."""
+    t, s = _per_problem(teacher, metric, teacher_ks), _per_problem(student, metric, student_ks)
+    if t is None or s is None or list(t[0]) != list(s[0]):
+        return None
+    return t[1], s[1]
+
+
+def pareto_fraction_ci(scores: dict, metric: str, student: str, n: int = 20) -> list[float] | None:
+    """Paired 95% interval of `pareto_fraction`: both curves recomputed on each resample, the times fixed."""
+    teacher = scores.get("teacher")
+    if teacher is None or student not in scores:
+        return None
+    t_ks, _, t_seconds = _curve(teacher, metric)
+    s_ks, _, s_seconds = _curve(scores[student], metric)
+    pair = _paired(teacher, scores[student], metric, t_ks, s_ks)
+    if pair is None:
+        return None
+    budgets = _budgets(teacher, n)
+    return uncertainty.as_json(uncertainty.interval(
+        lambda t, s: budget_wins(t, t_seconds, s, s_seconds, budgets), *pair))
 
 
 def _largest_k(score: dict, metric: str) -> str:
     return max(score["metrics"][metric], key=int)
+
+
+def _headline(score: dict) -> list[tuple[str, str]]:
+    """(metric, k) of the headline figures: pass@1, pass@K and maj@K at the largest k."""
+    found = [("pass", "1"), ("pass", _largest_k(score, "pass"))] if score["metrics"].get("pass") else []
+    return found + ([("maj", _largest_k(score, "maj"))] if score["metrics"].get("maj") else [])
+
+
+def ratios(teacher: dict, student: dict) -> tuple[dict, dict]:
+    """The student's headline figures over the teacher's, and their paired 95% intervals."""
+    values, intervals = {}, {}
+    for metric, k in _headline(teacher):
+        t, s = teacher["metrics"][metric].get(k), student["metrics"].get(metric, {}).get(k)
+        if t is None or s is None:
+            continue
+        values[f"{metric}@{k}"] = s["mean"] / t["mean"] if t["mean"] > 0 else None
+        pair = _paired(teacher, student, metric, [k], [k])
+        intervals[f"{metric}@{k}"] = None if pair is None else uncertainty.as_json(uncertainty.ratio_interval(
+            pair[1][:, 0], pair[0][:, 0]))
+    return values, intervals
 
 
 def run_summary(cfg, results: dict, n_budgets: int = 20) -> dict:
@@ -68,9 +146,10 @@ def run_summary(cfg, results: dict, n_budgets: int = 20) -> dict:
             row = {}
             for metric in ("pass", "maj"):
                 if metric in score["metrics"]:
-                    row[f"{metric}@1"] = score["metrics"][metric]["1"]["mean"] if "1" in score["metrics"][metric] else None
-                    k = _largest_k(score, metric)
-                    row[f"{metric}@{k}"] = score["metrics"][metric][k]["mean"]
+                    for k in ("1", _largest_k(score, metric)):  # each figure with its 95% interval beside it
+                        entry = score["metrics"][metric].get(k) or {}
+                        row[f"{metric}@{k}"] = entry.get("mean")
+                        row[f"{metric}@{k}_ci95"] = entry.get("ci95")
             sp = speed.get(name) or {}
             sp = (sp.get("evals") or {}).get(set_name) or sp  # this eval set's own lengths and best batch
             points = [v for v in ((distill.get(name) or {}).get("fidelity") or {}).values() if isinstance(v, dict)]
@@ -80,9 +159,18 @@ def run_summary(cfg, results: dict, n_budgets: int = 20) -> dict:
                        kl_to_teacher=0.0 if name == "teacher" else fid.get("kl_to_teacher"),
                        top1_agreement=1.0 if name == "teacher" else fid.get("top1_agreement"))
             models[name] = row
-        fractions = {metric: {name: pareto_fraction(scores, metric, name, n_budgets) for name in scores if name != "teacher"}
+        students = [name for name in scores if name != "teacher"]
+        fractions = {metric: {name: pareto_fraction(scores, metric, name, n_budgets) for name in students}
                      for metric in ("pass", "maj")}
-        summary["eval_sets"][set_name] = {"models": models, "pareto_fraction": fractions}
+        fraction_cis = {metric: {name: pareto_fraction_ci(scores, metric, name, n_budgets) for name in students}
+                        for metric in ("pass", "maj")}
+        paired = {name: ratios(scores["teacher"], scores[name]) for name in students if "teacher" in scores}
+        summary["eval_sets"][set_name] = {
+            "models": models, "pareto_fraction": fractions, "pareto_fraction_ci95": fraction_cis,
+            "ratios": {name: r for name, (r, _) in paired.items()},
+            "ratios_ci95": {name: ci for name, (_, ci) in paired.items()},
+            "ci95_method": uncertainty.describe(next(iter(scores.values())).get("problems")),
+        }
     return summary
 
 
@@ -113,12 +201,28 @@ def fidelity_section(results: dict) -> list[str]:
             "| model | point | KL to teacher | top-1 agreement | layer error |", "|---|---|---:|---:|---:|", *rows]
 
 
+def ratio_section(summary: dict) -> list[str]:
+    lines = []
+    for set_name, data in summary["eval_sets"].items():
+        for student, values in data.get("ratios", {}).items():
+            cis = data.get("ratios_ci95", {}).get(student, {})
+            figures = [f"{key} {value:.2f}{uncertainty.text(cis.get(key), 1, 2)}"
+                       for key, value in values.items() if value is not None]
+            if figures:
+                lines.append(f"- {set_name}: `{student}` ÷ teacher: " + ", ".join(figures))
+    return ["", "## Students against the teacher", "",
+            "Ratio of each student's figure to the teacher's, with its paired 95% interval (the same resampled "
+            "problems for both).", "", *lines] if lines else []
+
+
 def pareto_section(summary: dict) -> list[str]:
     lines = []
     for set_name, data in summary["eval_sets"].items():
         for metric, per_student in data["pareto_fraction"].items():
             for student, fraction in per_student.items():
                 if fraction is not None:
-                    lines.append(f"- {set_name}, {metric}@k: `{student}` is at least the teacher at {fraction:.0%} of 20 "
-                                 "log-spaced time budgets (teacher's k=1 time to its largest-k time)")
-    return ["", "## Who wins at a fixed time budget", "", *lines] if lines else []
+                    ci = uncertainty.text(data.get("pareto_fraction_ci95", {}).get(metric, {}).get(student), 100, 0)
+                    lines.append(f"- {set_name}, {metric}@k: `{student}` is at least the teacher at {fraction:.0%}{ci} "
+                                 "of 20 log-spaced time budgets (teacher's k=1 time to its largest-k time)")
+    return ["", "## Who wins at a fixed time budget", "", "In brackets: the paired 95% interval (both curves recomputed "
+            "on the same resampled problems, the time per sample fixed).", "", *lines] if lines else []
