@@ -1,9 +1,9 @@
 """Discrete Mamba-2 GPU path (fla `chunk_simple_gla` wrapper).
 
 On CPU the wrapper's own logic (argument mapping, scale = 1, varlen packing at resets,
-initial/final state routing, gradients into initial_state) is checked by injecting the
-sequential reference as the chunk function; on CUDA the real fla kernel is compared
-with the reference.
+initial/final state routing, gradients into initial_state, the PyTorch-backward fallback) is
+checked by injecting the sequential reference as the chunk function; on CUDA the real fla
+kernel is compared with the reference.
 """
 
 import pytest
@@ -88,19 +88,28 @@ def test_fla_gpu_matches_reference(dtype, h0, resets):
 
 
 @pytest.mark.parametrize("h0,resets", [(False, False), (True, True)])
-def test_fla_forward_reference_backward_fallback(monkeypatch, h0, resets):
+def test_fla_forward_torch_backward_fallback(monkeypatch, h0, resets):
     """Where fla's backward is refused (Hopper + Triton 3.4..3.7.0), the forward still runs
-    through the chunk function without autograd and the gradients come from the reference."""
-    monkeypatch.setenv("THINKFAST_SSD_BWD", "reference")
-    calls = []
+    through the chunk function without autograd and the gradients come from recomputing the
+    PyTorch chunked SSD (at the caller's chunk size) under autograd."""
+    from thinkfast.ops import ssd_chunked as chunked_mod
+
+    monkeypatch.setenv("THINKFAST_SSD_BWD", "torch")
+    calls, chunk_sizes = [], []
+    original = chunked_mod.ssd_chunked
 
     def recording_chunk_fn(*args, **kwargs):
         calls.append(torch.is_grad_enabled())
         return fake_chunk_simple_gla(*args, **kwargs)
 
+    def recording_ssd_chunked(*args, **kwargs):
+        chunk_sizes.append(args[7])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(chunked_mod, "ssd_chunked", recording_ssd_chunked)
     x, g, B, C, init, reset = inputs(2, 19, 2, 4, 5, h0, resets)
     leaves = [t.clone().requires_grad_(True) if t is not None else None for t in (x, g, B, C, init)]
-    y, ht = ssd_fla(*leaves[:4], leaves[4], reset, True, chunk_fn=recording_chunk_fn)
+    y, ht = ssd_fla(*leaves[:4], leaves[4], reset, True, chunk_size=8, chunk_fn=recording_chunk_fn)
     assert calls == [False], "the fla forward must run once, outside autograd"
     ref_leaves = [t.clone().requires_grad_(True) if t is not None else None for t in (x, g, B, C, init)]
     yr, hr = ssd_sequential_ref(*ref_leaves[:4], ref_leaves[4], reset, True)
@@ -108,6 +117,7 @@ def test_fla_forward_reference_backward_fallback(monkeypatch, h0, resets):
     assert_close("final_state", ht, hr, 1e-5)
     gy = torch.randn_like(y)
     gk = torch.autograd.grad((y * gy).sum() + ht.sum(), [t for t in leaves if t is not None])
+    assert chunk_sizes == [8], "the backward recomputes the PyTorch chunked SSD once, at the caller's chunk size"
     gr = torch.autograd.grad((yr * gy).sum() + hr.sum(), [t for t in ref_leaves if t is not None],
                              retain_graph=True)
     for name, a, r in zip(["dx", "dg", "dB", "dC", "dinit"], gk, gr):

@@ -451,7 +451,7 @@ def _backends(device: torch.device) -> dict:
         try:
             from thinkfast.ops.triton.ssd_fla import fla_backward_ok
 
-            out["fla_backward"] = fla_backward_ok(device)  # False: the slow reference-recompute backward runs
+            out["fla_backward"] = fla_backward_ok(device)  # False: fla forward + the PyTorch chunked-SSD backward run
         except Exception as err:  # noqa: BLE001
             out["fla_backward"] = repr(err)[:200]
     return out

@@ -16,14 +16,15 @@ build `cu_seqlens`.  fla is imported lazily: only this CUDA path needs it.
 Backward.  fla 0.6.0 refuses its own backward (`chunk_bwd_dqkwg` raises "Triton >= 3.4.0
 and < 3.7.1 on Hopper GPUs produces incorrect results") on Hopper with those Triton
 versions unless tilelang is installed; its forward is fine.  `fla_backward_ok()` predicts
-that condition (THINKFAST_SSD_BWD=fla|reference overrides it).  Where fla's backward is
+that condition (THINKFAST_SSD_BWD=fla|torch overrides it).  Where fla's backward is
 usable, autograd goes through fla as before.  Where it is not and a gradient is needed,
-`_FlaForwardRefBackward` runs fla's forward without autograd and, in the backward,
-recomputes the op with the PyTorch chunked reference (`ssd_chunked_ref`, on the
-unpacked (b, l) layout with the reset mask) under autograd and differentiates that: exact
-gradients of the same function at the cost of one reference forward+backward (matmuls on
-(chunk x chunk) blocks; slower than a fused kernel, see docs/kernels.md).  Inference
-(no gradient) always uses fla's forward only.
+`_FlaForwardTorchBackward` runs fla's forward without autograd and, in the backward,
+recomputes the op with the PyTorch chunked SSD (`thinkfast.ops.ssd_chunked`: batched
+matmuls over all chunks, on the unpacked (b, l) layout with the reset mask) under autograd
+and differentiates that: gradients of the same function.  Recomputing rather than keeping
+that graph from the forward keeps the memory of a layer's SSD at its inputs, as with fla's
+own backward (docs/kernels.md has both costs).  Inference (no gradient) always uses fla's
+forward only.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def _fla_backward_ok_on(device_index: int) -> bool:
 def fla_backward_ok(device: torch.device) -> bool:
     """Whether fla's `chunk_simple_gla` backward runs on `device` (see the module docstring)."""
     mode = os.environ.get("THINKFAST_SSD_BWD", "auto")
-    if mode not in ("auto", "fla", "reference"):
-        raise ValueError(f"THINKFAST_SSD_BWD must be auto, fla or reference, got {mode!r}")
+    if mode not in ("auto", "fla", "torch"):
+        raise ValueError(f"THINKFAST_SSD_BWD must be auto, fla or torch, got {mode!r}")
     if mode != "auto":
         return mode == "fla"
     if device.type != "cuda":
@@ -76,25 +77,26 @@ def fla_backward_ok(device: torch.device) -> bool:
     return _fla_backward_ok_on(device.index if device.index is not None else torch.cuda.current_device())
 
 
-class _FlaForwardRefBackward(torch.autograd.Function):
-    """fla forward (no autograd graph); backward by differentiating the PyTorch chunked reference."""
+class _FlaForwardTorchBackward(torch.autograd.Function):
+    """fla forward (no autograd graph); backward by recomputing and differentiating the PyTorch chunked SSD."""
 
     @staticmethod
-    def forward(ctx, x, g, B, C, initial_state, reset, fn):
+    def forward(ctx, x, g, B, C, initial_state, reset, fn, chunk_size):
         with torch.no_grad():
             y, ht = _ssd_fla_forward(x, g, B, C, initial_state, reset, True, fn)
         ctx.save_for_backward(x, g, B, C, initial_state, reset)
+        ctx.chunk_size = chunk_size
         return y, ht
 
     @staticmethod
     def backward(ctx, dy, dht):
-        from thinkfast.ops.reference import ssd_chunked_ref
+        from thinkfast.ops.ssd_chunked import ssd_chunked
 
         x, g, B, C, h0, reset = ctx.saved_tensors
         leaves = [t.detach().requires_grad_(need) if t is not None else None
                   for t, need in zip((x, g, B, C, h0), ctx.needs_input_grad[:5])]
         with torch.enable_grad():
-            y, ht = ssd_chunked_ref(*leaves[:4], leaves[4], reset, True)
+            y, ht = ssd_chunked(*leaves[:4], leaves[4], reset, True, ctx.chunk_size)
             outs, grads_out = [], []
             if dy is not None:
                 outs.append(y)
@@ -112,20 +114,20 @@ class _FlaForwardRefBackward(torch.autograd.Function):
                 res.append(gr.to(t.dtype) if gr is not None else None)
             else:
                 res.append(None)
-        return (*res, None, None)
+        return (*res, None, None, None)
 
 
 def ssd_fla(x, g, B, C, initial_state=None, reset=None, return_final_state=False, chunk_size=64, chunk_fn=None):
     """x (b, l, h, p), g (b, l, h), B/C (b, l, h, n); returns y (b, l, h, p) [, final (b, h, n, p) fp32].
 
     `chunk_fn` replaces fla's `chunk_simple_gla` (tests inject a reference with its signature).
-    `chunk_size` is accepted for interface parity; fla picks its own chunking.
+    fla picks its own chunking; `chunk_size` is the PyTorch chunked SSD's, where that one runs the backward.
     """
     fn = chunk_fn or _fla_chunk()
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, g, B, C, initial_state))
     if needs_grad and not fla_backward_ok(x.device):
-        y, ht = _FlaForwardRefBackward.apply(x, g, B, C, initial_state, reset, fn)
+        y, ht = _FlaForwardTorchBackward.apply(x, g, B, C, initial_state, reset, fn, chunk_size)
         return (y, ht) if return_final_state else y
     return _ssd_fla_forward(x, g, B, C, initial_state, reset, return_final_state, fn)
 
