@@ -11,7 +11,7 @@ CPU_DEFAULT, GPU_DEFAULT = "run_cpu_default", "run_gpu_default"
 
 def default_config() -> str:
     """run_gpu_default (Qwen2.5-Coder-0.5B teacher, ~30 min on one H100/H200) where CUDA is present, else
-    run_cpu_default (SmolLM2-135M teacher, ~10 min on 2 CPU cores)."""
+    run_cpu_default (SmolLM2-135M teacher, ~12 min on 2 CPU cores)."""
     import torch
 
     return GPU_DEFAULT if torch.cuda.is_available() else CPU_DEFAULT
