@@ -81,12 +81,18 @@ class OptimConfig:
     warmup: float = 0.01  # fraction of max_steps (< 1) or a step count (>= 1)
     decay: float = 0.1  # wsd: fraction (or steps) of the final linear decay
     min_lr_ratio: float = 0.0  # floor of the schedule, as a fraction of lr
+    # distill (hybrid) end-to-end stages: lr multiplier for the parameters copied unchanged from the teacher
+    # (embeddings, norms, MLPs, kept attention, LM head); the new Mamba mixers train at lr itself
+    teacher_lr_scale: float = 1.0
 
     def validate(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ThinkfastError(f"optim.schedule {self.schedule!r} is unknown; choose one of {list(SCHEDULES)}")
         if self.lr <= 0:
             raise ThinkfastError(f"optim.lr must be > 0, got {self.lr}")
+        if self.teacher_lr_scale <= 0:
+            raise ThinkfastError(f"optim.teacher_lr_scale must be > 0 (freeze parameters by other means), got "
+                                 f"{self.teacher_lr_scale}")
 
 
 @dataclass(kw_only=True)

@@ -254,7 +254,18 @@ def _end_to_end_task(student, cfg: TrainConfig, teacher, tokenizer) -> TokenLoss
     student = _finish_student(student, cfg)
     for p in student.parameters():  # end to end: every parameter trains
         p.requires_grad_(True)
-    return TokenLossTask(student, cfg.loss, teacher, tokenizer)
+    task = TokenLossTask(student, cfg.loss, teacher, tokenizer)
+    if cfg.optim.teacher_lr_scale != 1.0:
+        task.lr_scale = teacher_params_lr_scale(student, cfg.optim.teacher_lr_scale)
+    return task
+
+
+def teacher_params_lr_scale(student, factor: float):
+    """name -> lr multiplier: 1 for the Mamba mixers (new), `factor` for everything copied from the teacher.
+    Names are those of the task's module (`student.model.layers.<i>.mixer...`)."""
+    mixers = tuple(f"student.model.layers.{i}.mixer." for i, kind in enumerate(student.config.layer_mixers)
+                   if kind != "attention")
+    return lambda name: 1.0 if name.startswith(mixers) else factor
 
 
 def _onpolicy_stage(cfg: TrainConfig, student, teacher, tokenizer, loader, info, device, resume, on_step, fid,

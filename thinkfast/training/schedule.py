@@ -55,8 +55,8 @@ def weight_decay_applies(name: str, param: torch.Tensor) -> bool:
     return param.ndim >= 2
 
 
-def build_optimizer(params, cfg: OptimConfig, lr: float | None = None, no_decay=None, fused: bool = False
-                    ) -> torch.optim.Optimizer:
+def build_optimizer(params, cfg: OptimConfig, lr: float | None = None, no_decay=None, fused: bool = False,
+                    lr_scale=None) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters, decay only where `weight_decay_applies`.
 
     `params`: named_parameters() (name rules apply) or bare parameters (then only rank >= 2 decays).
@@ -64,6 +64,8 @@ def build_optimizer(params, cfg: OptimConfig, lr: float | None = None, no_decay=
     rows get no gradient there, so decoupled decay would be their only - unwanted - update).
     fused: PyTorch's single-kernel AdamW (same update rule; it also accepts the `found_inf` flag the
     trainer uses to skip a non-finite step without a host sync).
+    `lr_scale(name) -> float`: a multiplier of lr per parameter (one group per distinct value; the schedule
+    scales every group alike). None: one lr for all.
     """
     named = [(n, p) for n, p in map(_as_pair, params) if p.requires_grad]
 
@@ -74,10 +76,17 @@ def build_optimizer(params, cfg: OptimConfig, lr: float | None = None, no_decay=
             return False
         return weight_decay_applies(_strip_wrappers(name), p)
 
-    decay = [p for n, p in named if decays(n, p)]
-    other = [p for n, p in named if not decays(n, p)]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr or cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
+    base = lr or cfg.lr
+
+    def scale(name):
+        return 1.0 if lr_scale is None or name is None else float(lr_scale(_strip_wrappers(name)))
+
+    groups: dict[tuple[bool, float], list] = {(True, 1.0): [], (False, 1.0): []}
+    for n, p in named:
+        groups.setdefault((decays(n, p), scale(n)), []).append(p)
+    param_groups = [{"params": ps, "weight_decay": cfg.weight_decay if decayed else 0.0, "lr": base * factor}
+                    for (decayed, factor), ps in groups.items() if ps or factor == 1.0]
+    return torch.optim.AdamW(param_groups, lr=base, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
 
 
 def _as_pair(item):

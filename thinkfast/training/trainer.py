@@ -160,12 +160,12 @@ class _InFlight:
         return self.host.tolist()
 
 
-def optimizer_for(model, cfg: TrainConfig, info: DistInfo, lr: float, max_steps: int, no_decay=None):
+def optimizer_for(model, cfg: TrainConfig, info: DistInfo, lr: float, max_steps: int, no_decay=None, lr_scale=None):
     """The optimizer and schedule every recipe trains with (`thinkfast bench train` builds the same).
 
     Fused AdamW: one kernel per step, and it can skip a non-finite update on the device (UpdateGuard);
     FSDP's DTensor parameters keep the foreach implementation."""
-    optimizer = build_optimizer(model.named_parameters(), cfg.optim, lr, no_decay=no_decay,
+    optimizer = build_optimizer(model.named_parameters(), cfg.optim, lr, no_decay=no_decay, lr_scale=lr_scale,
                                 fused=not (info.enabled and cfg.distributed == "fsdp"))
     return optimizer, build_scheduler(optimizer, max_steps, cfg.optim)
 
@@ -195,7 +195,8 @@ def _train_locked(task, loader, cfg: TrainConfig, output_dir: Path, max_steps: i
         return TrainResult(final_dir=done.final)
     module = task.module.to(device)
     model = wrap(module, info, cfg.distributed, device, task.block_types)
-    optimizer, scheduler = optimizer_for(model, cfg, info, lr, max_steps, no_decay=getattr(task, "no_decay", None))
+    optimizer, scheduler = optimizer_for(model, cfg, info, lr, max_steps, no_decay=getattr(task, "no_decay", None),
+                                         lr_scale=getattr(task, "lr_scale", None))
     if found is not None:
         load_full_state(model, optimizer, found["model"], found["optimizer"], info)
         scheduler.load_state_dict(found["scheduler"])
