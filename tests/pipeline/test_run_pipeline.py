@@ -147,12 +147,13 @@ def test_killed_stage_finishes_on_restart(finished, tmp_path, monkeypatch, stage
     assert (out / "report" / "report.md").is_file() and results["speed"]["teacher"]["decode_tokens_per_s"] > 0
 
 
-@pytest.mark.parametrize("name", ["run_cpu_default", "run_gpu_1b", "run_gpu_3b"])
-def test_shipped_run_configs_load(name):
+@pytest.mark.parametrize("name,recipes", [("run_cpu_default", {"distill"}), ("run_tiny_cpu", {"distill", "mohawk"}),
+                                          ("run_gpu_1b", {"distill", "mohawk"}), ("run_gpu_3b", {"distill", "mohawk"})])
+def test_shipped_run_configs_load(name, recipes):
     from thinkfast.commands.run import resolve_config
 
     cfg = load_config(RunConfig, resolve_config(name))
-    assert {s.recipe for s in cfg.students} == {"distill", "mohawk"} and cfg.eval_sets
+    assert {s.recipe for s in cfg.students} == recipes and cfg.eval_sets
 
 
 def test_bad_stage_and_config_name_are_named():
