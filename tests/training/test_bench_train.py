@@ -105,3 +105,40 @@ def test_time_budget_skips_recipes_not_started(tmp_path):
                                    steps=1, time_budget_s=0.0, scan=False)
     assert [(r["recipe"], r.get("skipped")) for r in result["records"]] == [("sft", "time budget"), ("distill", "time budget")]
     assert "time budget" in (tmp_path / "bench_train.md").read_text()
+
+
+def test_profile_adds_kernel_tables_whose_categories_sum_to_one(tmp_path):
+    from thinkfast.benchmarks.profile_table import CATEGORY_NAMES
+    from thinkfast.cli import main
+
+    rc = main(["bench", "train", "--out", str(tmp_path), "--shapes", "tiny", "--recipes", "distill,mohawk2",
+               "--rows", "2", "--seq-len", "32", "--warmup", "1", "--steps", "1", "--no-scan", "--profile"])
+    assert rc == 0
+    result = json.loads((tmp_path / "bench_train.json").read_text())
+    assert result["config"]["profile_steps"] == 2
+    md = (tmp_path / "bench_train.md").read_text()
+    for r in result["records"]:
+        p = r["profile"]
+        assert p["activity"] == "cpu" and p["steps"] == 2 and p["busy_ms_per_step"] > 0
+        assert list(p["categories"]) == list(CATEGORY_NAMES)
+        assert sum(c["share"] for c in p["categories"].values()) == pytest.approx(1.0, abs=1e-6)
+        assert p["categories"]["matmul"]["ms_per_step"] > 0 and p["categories"]["optimizer"]["ms_per_step"] > 0
+        top = p["top"]
+        assert top and all(set(k) == {"name", "ms_per_step", "calls_per_step", "share"} for k in top)
+        assert [k["ms_per_step"] for k in top] == sorted((k["ms_per_step"] for k in top), reverse=True)
+        assert f"## Profile: tiny {r['recipe']}" in md
+    assert "| matmul |" in md
+
+
+def test_kernel_categories():
+    from thinkfast.benchmarks.profile_table import category
+
+    assert category("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64") == "matmul"
+    assert category("nvjet_tst_128x256_64x4_1x2_h_bz_coopB_NNT") == "matmul"
+    assert category("aten::addmm") == "matmul"
+    assert category("pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel") == "attention"
+    assert category("_ss_bwd_local_kernel") == "scan/ssd" and category("chunk_fwd_kernel_o") == "scan/ssd"
+    assert category("_token_loss_kernel") == "loss"
+    assert category("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor>") == "optimizer"
+    assert category("_add_rms_norm_kernel") == "elementwise/norm"
+    assert category("Memcpy DtoD (Device -> Device)") == "copies"

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from thinkfast.benchmarks import roofline
+from thinkfast.benchmarks.profile_table import kernel_table, markdown_rows
 from thinkfast.benchmarks.shapes import build_model
 
 PARTS = ("embed", "attention", "mamba1", "discrete_mamba2", "mamba2", "mlp", "head", "sample")
@@ -78,13 +79,6 @@ def _graph_ms(engine, slots, mode, context: int, reps: int = 20) -> float:
     return start.elapsed_time(end) / reps
 
 
-def _kernel_time_us(evt) -> float:
-    for name in ("self_device_time_total", "self_cuda_time_total"):
-        if hasattr(evt, name):
-            return float(getattr(evt, name))
-    return 0.0
-
-
 def _total_time_us(evt) -> float:
     for name in ("device_time_total", "cuda_time_total"):
         if hasattr(evt, name):
@@ -116,16 +110,8 @@ def profile_point(engine, mode, batch: int, context: int, steps: int) -> dict:
             body(slots, mode)
         torch.cuda.synchronize()
     events = prof.key_averages()
-    kernels = []
-    parts = {}
-    for evt in events:
-        if evt.key.startswith("part:"):
-            parts[evt.key[5:]] = _total_time_us(evt) / steps / 1000
-            continue
-        t = _kernel_time_us(evt)
-        if t > 0 and getattr(evt, "device_type", None) is not None and "CUDA" in str(evt.device_type):
-            kernels.append({"name": evt.key[:140], "ms_per_step": t / steps / 1000, "calls_per_step": evt.count / steps})
-    kernels.sort(key=lambda k: -k["ms_per_step"])
+    parts = {evt.key[5:]: _total_time_us(evt) / steps / 1000 for evt in events if evt.key.startswith("part:")}
+    kernels = kernel_table(events, steps, cuda=True, exclude=("part:",))
     kernel_ms = sum(k["ms_per_step"] for k in kernels)
     body_ms = parts.pop("sample", kernel_ms)
     parts["other (norms, residual adds, sampling, bookkeeping)"] = body_ms - sum(parts.values())
@@ -183,10 +169,7 @@ def markdown(result: dict, top: int = 18) -> str:
                   f"graph step {p['graph_ms']:.3f} ms; sum of kernels {p['kernel_ms']:.3f} ms "
                   f"({p['launches_per_step']:.0f} launches); roofline bound {p['bound_ms']:.3f} ms "
                   f"(bytes {p['bytes_ms']:.3f} ms, flops {p['flops_ms']:.3f} ms) -> {p['fraction_of_bound']:.0%} of bound", "",
-                  "| kernel | ms/step | calls/step |", "|---|---:|---:|"]
-        for k in p["kernels"][:top]:
-            lines.append(f"| `{k['name'][:90]}` | {k['ms_per_step']:.3f} | {k['calls_per_step']:.0f} |")
-        lines.append("")
+                  *markdown_rows(p["kernels"], top), ""]
     return "\n".join(lines)
 
 

@@ -86,6 +86,7 @@ ALIASES = {"0.5b": "qwen-0.5b", "1b": "llama-1b", "3b": "llama-3b"}
 
 FULL = {"warmup": 2, "steps": 5, "rows": 8, "seq_len": 2048, "time_budget_s": None}
 QUICK = {"warmup": 1, "steps": 2, "rows": 8, "seq_len": 2048, "time_budget_s": 150.0}
+PROFILE_STEPS = 2  # `--profile`: steps under torch.profiler after the timed ones
 
 
 def resolve_shapes(names: list[str]) -> list[str]:
@@ -259,9 +260,9 @@ def make_task(recipe: str, student, teacher, loss):
     return MohawkLayerTask(student, teacher, stage, layers)
 
 
-def _attempt(recipe, student, teacher, micros, cfg, device, warmup: int, steps: int) -> dict:
-    """Build the recipe's task and optimizer, run `warmup` steps, time `steps`; everything it allocates dies
-    with this frame."""
+def _attempt(recipe, student, teacher, micros, cfg, device, warmup: int, steps: int, profile_steps: int = 0) -> dict:
+    """Build the recipe's task and optimizer, run `warmup` steps, time `steps`, then (profile_steps > 0)
+    profile that many more; everything it allocates dies with this frame."""
     from thinkfast.training.distributed import DistInfo
     from thinkfast.training.trainer import UpdateGuard, autocast_for, optimizer_for, train_step
 
@@ -289,14 +290,43 @@ def _attempt(recipe, student, teacher, micros, cfg, device, warmup: int, steps: 
     warm_s = time.perf_counter() - t0
     sec = time_region(step, device, steps)
     values = holder["values"].tolist()  # [loss_sum, *terms, tokens, positions, grad_norm, skipped]
-    return {"seconds": sec, "warmup_s": warm_s, "loss": values[0] / max(values[-3], 1.0),
-            "skipped_update": bool(values[-1]), "fused_adamw": guard.on_device,
-            "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-            "peak_reserved_gb": torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else None}
+    got = {"seconds": sec, "warmup_s": warm_s, "loss": values[0] / max(values[-3], 1.0),
+           "skipped_update": bool(values[-1]), "fused_adamw": guard.on_device,
+           "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+           "peak_reserved_gb": torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else None}
+    if profile_steps > 0:
+        try:
+            got["profile"] = profile_steps_of(step, device, profile_steps)
+        except Exception as err:  # noqa: BLE001  (the timed numbers stand without the profile, even on OOM)
+            got["profile"] = {"error": repr(err)[:300]}
+    return got
+
+
+def profile_steps_of(step, device: torch.device, steps: int, top: int = 25) -> dict:
+    """torch.profiler over `steps` more calls of `step` (already warm): the top kernels (CUDA) or ops (CPU) by
+    self time, and every kernel's time grouped by category (`profile_table.CATEGORIES`); shares are of the
+    summed self time, `busy_ms_per_step` that sum (on a GPU: step time minus the device's idle gaps)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from thinkfast.benchmarks.profile_table import categories, kernel_table
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    _sync(device)
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        _sync(device)
+    wall_ms = (time.perf_counter() - t0) * 1e3 / steps
+    rows = kernel_table(prof.key_averages(), steps, cuda=cuda)
+    return {"steps": steps, "activity": "cuda" if cuda else "cpu", "wall_ms_per_step": round(wall_ms, 3),
+            "busy_ms_per_step": sum(k["ms_per_step"] for k in rows), "kernels_total": len(rows),
+            "categories": categories(rows), "top": rows[:top]}
 
 
 def bench_step(recipe: str, shape_name: str, student, teacher, batch: dict, doc_lengths, micro: int,
-               device: torch.device, warmup: int, steps: int, peak_flops: float, cfg) -> dict:
+               device: torch.device, warmup: int, steps: int, peak_flops: float, cfg, profile_steps: int = 0) -> dict:
     """One record: the recipe's step at this shape (halving the micro-batch on out-of-memory)."""
     flops = train_flops.step_flops(recipe, student, teacher, doc_lengths)
     rows, seq_len = batch["input_ids"].shape
@@ -309,7 +339,8 @@ def bench_step(recipe: str, shape_name: str, student, teacher, batch: dict, doc_
               "teacher_matmul_params": train_flops.model_matmul_weights(teacher) if teacher is not None else 0}
     while True:
         try:
-            got = _attempt(recipe, student, teacher, split_micro(batch, micro), cfg, device, warmup, steps)
+            got = _attempt(recipe, student, teacher, split_micro(batch, micro), cfg, device, warmup, steps,
+                           profile_steps)
             break
         except Exception as err:  # noqa: BLE001
             if not _is_oom(err):
@@ -350,7 +381,8 @@ def train_config(recipe: str, overrides: list[str] | None = None):
 def run_train_bench(out_dir: str, shapes: list[str], recipes: list[str], quick: bool = False,
                     warmup: int | None = None, steps: int | None = None, rows: int | None = None,
                     seq_len: int | None = None, time_budget_s: float | None = None, scan: bool = True,
-                    overrides: list[str] | None = None, device: str | None = None, command: str | None = None) -> dict:
+                    overrides: list[str] | None = None, device: str | None = None, command: str | None = None,
+                    profile: bool = False) -> dict:
     cfg = dict(QUICK if quick else FULL)
     for key, value in dict(warmup=warmup, steps=steps, rows=rows, seq_len=seq_len, time_budget_s=time_budget_s).items():
         if value is not None:
@@ -369,7 +401,8 @@ def run_train_bench(out_dir: str, shapes: list[str], recipes: list[str], quick: 
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu"),
         "torch": torch.__version__, "python": platform.python_version(),
         "measured_matmul_flops": peak["matmul_flops"], "matmul_probe": peak,
-        "quick": quick, "config": {**cfg, "shapes": shapes, "recipes": recipes, "overrides": overrides},
+        "quick": quick, "config": {**cfg, "shapes": shapes, "recipes": recipes, "overrides": overrides,
+                                   "profile_steps": PROFILE_STEPS if profile else 0},
         "mfu_convention": "6*N_student + 2*N_teacher per token (N: every matmul weight, LM head included, embedding "
                           "lookup excluded) + document-aware causal attention scores; see thinkfast/benchmarks/train_flops.py",
         "records": [],
@@ -424,7 +457,7 @@ def run_train_bench(out_dir: str, shapes: list[str], recipes: list[str], quick: 
                     rmicro = 1 if recipe == "mohawk1" else micro  # stage 1 holds (heads, L, L) matrices per layer
                     record = bench_step(recipe, shape_name, student, teacher if recipe != "sft" else None, batch,
                                         doc_lengths, rmicro, device, cfg["warmup"], cfg["steps"], peak["matmul_flops"],
-                                        train_config(recipe, overrides))
+                                        train_config(recipe, overrides), PROFILE_STEPS if profile else 0)
                 except Exception as err:  # noqa: BLE001  (recorded: one failing recipe must not lose the others)
                     log.exception("%s %s failed", shape_name, recipe)
                     record = {"recipe": recipe, "shape": shape_name, "oom": _is_oom(err), "error": repr(err)[:500]}
@@ -514,7 +547,26 @@ def markdown(results: dict) -> str:
                     f"{r['shape']} layer, batch {r['batch']} x {r['length']}, {r['dtype']}: scan fwd {r['fwd_ms']} ms, "
                     f"fwd+bwd {r['fwd_bwd_ms']} ms vs in_proj ({r['in_proj']}) + out_proj ({r['out_proj']}) fwd+bwd "
                     f"{r['projections_ms']} ms: {r['scan_over_projections']}x.")
+    for r in results["records"]:
+        if "profile" in r:
+            lines += ["", *profile_markdown(r)]
     return "\n".join(lines) + "\n"
+
+
+def profile_markdown(r: dict, top: int = 15) -> list[str]:
+    """A record's `--profile` section: time by category, then the top kernels (ops on a CPU)."""
+    from thinkfast.benchmarks.profile_table import category_markdown, markdown_rows
+
+    p = r["profile"]
+    lines = [f"## Profile: {r['shape']} {r['recipe']}", ""]
+    if "error" in p:
+        return lines + [f"profiling failed: {p['error']}"]
+    unit = "kernels" if p["activity"] == "cuda" else "CPU ops"
+    lines += [f"{p['steps']} profiled steps; timed step {r['step_ms']:.1f} ms, profiled {p['wall_ms_per_step']:.1f} ms "
+              f"(wall, profiler overhead included); {unit} busy {p['busy_ms_per_step']:.1f} ms per step "
+              f"({p['kernels_total']} distinct {unit}). Shares are of the busy time.", "",
+              *category_markdown(p["categories"]), "", *markdown_rows(p["top"], top, label=unit[:-1])]
+    return lines
 
 
 def _write(results: dict, out: Path) -> None:

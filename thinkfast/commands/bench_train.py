@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     p.add_argument("--rows", type=int, default=None, help="rows per step (default 8)")
     p.add_argument("--seq-len", type=int, default=None, help="tokens per row (default 2048)")
     p.add_argument("--time-budget", type=float, default=None, help="seconds; recipes not started by then are skipped")
+    p.add_argument("--profile", action="store_true",
+                   help="after each recipe's timed steps, run torch.profiler over 2 more and add the top kernels and "
+                        "the time by category (matmul, attention, scan/ssd, loss, optimizer, ...) to each record")
     p.add_argument("--no-scan", action="store_true", help="skip the selective-scan vs projections record")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="training-config override for every step, e.g. compile=true, loss.matmul_dtype=fp32 "
@@ -44,7 +47,8 @@ def run(args) -> int:
         raise ThinkfastError("the training benchmark needs a CUDA GPU at real shapes; use --shapes tiny on a CPU")
     results = run_train_bench(args.out, shapes, recipes, quick=args.quick, warmup=args.warmup, steps=args.steps,
                               rows=args.rows, seq_len=args.seq_len, time_budget_s=args.time_budget,
-                              scan=not args.no_scan, overrides=args.overrides)
+                              scan=not args.no_scan, overrides=args.overrides,
+                              profile=args.profile)
     print(open(f"{args.out}/bench_train.md").read())
     print(f"wrote {args.out}/bench_train.json and bench_train.md in {results['elapsed_s']:.0f}s")
     failed = [f"{r['shape']} {r.get('recipe', r.get('kernel'))}" for r in results["records"] if r.get("error") and not r.get("oom")]
