@@ -174,7 +174,8 @@ def test_killed_stage_finishes_on_restart(finished, tmp_path, monkeypatch, stage
 
 
 @pytest.mark.parametrize("name,recipes", [("run_cpu_default", {"distill"}), ("run_tiny_cpu", {"distill", "mohawk"}),
-                                          ("run_gpu_1b", {"distill", "mohawk"}), ("run_gpu_3b", {"distill", "mohawk"})])
+                                          ("run_gpu_1b", {"distill", "mohawk"}), ("run_gpu_3b", {"distill", "mohawk"}),
+                                          ("run_gpu_mohawk_qwen05", {"mohawk"})])
 def test_shipped_run_configs_load(name, recipes):
     from thinkfast.commands.run import resolve_config
 
