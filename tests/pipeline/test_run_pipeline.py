@@ -103,6 +103,32 @@ def test_summary_gives_every_figure_its_interval(finished):
     assert "bootstrap over the 3 problems" in md
 
 
+def test_summary_gives_each_mohawk_stage_its_cost_and_fidelity(finished):
+    """summary.json is the MOHAWK record the issue asks for: per stage seconds, tokens, peak memory (null off
+    CUDA) and the held-out KL / top-1 agreement measured after that stage (fidelity.json's point)."""
+    cfg, results = finished
+    root = stages.RunPaths(cfg.out_dir)
+    summary = json.loads((root.report / "summary.json").read_text())
+    assert {"gpu", "date", "command"} <= set(summary)
+    pure = summary["students"]["pure"]
+    fidelity = results["distill"]["pure"]["fidelity"]
+    assert pure["recipe"] == "mohawk" and [s["name"] for s in pure["stages"]] == ["stage1-1", "stage2-2", "stage3-3"]
+    assert [s["steps"] for s in pure["stages"]] == [1, 1, 2]
+    for stage in pure["stages"]:
+        assert stage["seconds"] > 0 and stage["tokens"] > 0 and stage["peak_memory_gb"] is None
+        assert stage["kl_to_teacher"] == fidelity[stage["name"]]["kl_to_teacher"] >= 0
+        assert 0 <= stage["top1_agreement"] == fidelity[stage["name"]]["top1_agreement"] <= 1
+    assert pure["init"]["kl_to_teacher"] == fidelity["init"]["kl_to_teacher"]
+    assert summary["distill_seconds"] >= sum(s["seconds"] for s in pure["stages"])
+    # the per-model block's figures are those after the last stage
+    last = pure["stages"][-1]
+    row = summary["eval_sets"]["synthetic-1step"]["models"]["pure"]
+    assert (row["kl_to_teacher"], row["top1_agreement"]) == (last["kl_to_teacher"], last["top1_agreement"])
+    hybrid = summary["students"]["hybrid"]["stages"]
+    assert [s["name"] for s in hybrid] == ["train"] and hybrid[0]["kl_to_teacher"] == \
+        results["distill"]["hybrid"]["fidelity"]["final"]["kl_to_teacher"]
+
+
 def test_rerun_reuses_every_stage(finished, monkeypatch):
     cfg, _ = finished
     calls = _counting(monkeypatch)
@@ -148,7 +174,8 @@ def test_killed_stage_finishes_on_restart(finished, tmp_path, monkeypatch, stage
 
 
 @pytest.mark.parametrize("name,recipes", [("run_cpu_default", {"distill"}), ("run_tiny_cpu", {"distill", "mohawk"}),
-                                          ("run_gpu_1b", {"distill", "mohawk"}), ("run_gpu_3b", {"distill", "mohawk"})])
+                                          ("run_gpu_1b", {"distill", "mohawk"}), ("run_gpu_3b", {"distill", "mohawk"}),
+                                          ("run_gpu_mohawk_qwen05", {"mohawk"})])
 def test_shipped_run_configs_load(name, recipes):
     from thinkfast.commands.run import resolve_config
 

@@ -202,24 +202,32 @@ def _train_one(cfg: RunConfig, paths: RunPaths, recipe: str, student_path: Path,
                 else sorted(output_dir.glob("stage*")))
         resume = any(has_checkpoint(d) for d in dirs)
         run_recipe(train_cfg, resume=resume)
-    metrics_files = ([output_dir / "align" / "metrics.jsonl", output_dir / "offline" / "metrics.jsonl",
-                      output_dir / "metrics.jsonl"] if recipe != "mohawk"
-                     else sorted(output_dir.glob("stage*/metrics.jsonl")))
+    # each metrics file, with the fidelity.json point measured right after its steps
+    metrics_files = ([(output_dir / "align" / "metrics.jsonl", "aligned"),
+                      (output_dir / "offline" / "metrics.jsonl", "offline"), (output_dir / "metrics.jsonl", "final")]
+                     if recipe != "mohawk"
+                     else [(path, path.parent.name) for path in sorted(output_dir.glob("stage*/metrics.jsonl"))])
+    fidelity = (json.loads((output_dir / "fidelity.json").read_text())
+                if (output_dir / "fidelity.json").is_file() else None)
     stages = []
-    for path in metrics_files:
+    for path, point in metrics_files:
         rows = read_metrics(path) if path.is_file() else []
         if rows:
             speeds = sorted(r["tokens_per_s"] for r in rows if r.get("tokens_per_s"))
+            peaks = [r["peak_memory_gb"] for r in rows if r.get("peak_memory_gb") is not None]  # CUDA only
+            measured = (fidelity or {}).get(point) or {}
             stages.append({
                 "name": path.parent.name, "steps": rows[-1]["step"], "loss_first": rows[0]["loss"],
                 "loss_last": rows[-1]["loss"], "tokens_per_s": speeds[len(speeds) // 2] if speeds else None,
                 "tokens": sum(r.get("tokens", 0) for r in rows), "seconds": sum(r.get("step_time_s", 0.0) for r in rows),
+                "peak_memory_gb": max(peaks) if peaks else None,
+                "kl_to_teacher": measured.get("kl_to_teacher"), "top1_agreement": measured.get("top1_agreement"),
             })
     out = {"recipe": recipe, "path": paths.rel(final), "stages": stages, "model": _final_facts(final)}
     if (output_dir / "timings.json").is_file():  # where the stage's wall time went (steps vs the rest)
         out["timings"] = json.loads((output_dir / "timings.json").read_text())
-    if (output_dir / "fidelity.json").is_file():
-        out["fidelity"] = json.loads((output_dir / "fidelity.json").read_text())
+    if fidelity is not None:
+        out["fidelity"] = fidelity
     if (output_dir / "align" / "selection.json").is_file():
         out["attention_selection"] = json.loads((output_dir / "align" / "selection.json").read_text())
     return out

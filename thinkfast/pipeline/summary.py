@@ -1,6 +1,9 @@
 """The run's headline numbers in one JSON (`report/summary.json`): per model its accuracy, speed and
 closeness to the teacher, and how often a student wins at a fixed time budget.
 
+    students[student]                 its training stages: per stage `seconds` (of its steps), `tokens`,
+                                      `peak_memory_gb`, and `kl_to_teacher` / `top1_agreement` on the held-out
+                                      teacher text right after the stage (for MOHAWK: after stages 1, 2 and 3)
     pareto_fraction[metric][student]  fraction of `n` log-spaced time budgets, from the teacher's k=1 time to
                                       its largest-k time, at which the student's best point within the budget
                                       is at least the teacher's best point within it
@@ -121,6 +124,19 @@ def ratios(teacher: dict, student: dict) -> tuple[dict, dict]:
     return values, intervals
 
 
+STAGE_KEYS = ("name", "steps", "seconds", "tokens", "peak_memory_gb", "kl_to_teacher", "top1_agreement")
+
+
+def _training(info: dict) -> dict:
+    """A student's training stages (MOHAWK: stage1-1, stage2-2, stage3-3): `seconds` of its steps, `tokens`,
+    `peak_memory_gb` (CUDA; null elsewhere) and the held-out KL / top-1 agreement measured right after it
+    (null without held-out data); `init`: the same measured on the converted student."""
+    init = ((info.get("fidelity") or {}).get("init")) or {}
+    return {"recipe": info.get("recipe"),
+            "init": {key: init.get(key) for key in ("kl_to_teacher", "top1_agreement")},
+            "stages": [{key: stage.get(key) for key in STAGE_KEYS} for stage in info.get("stages", [])]}
+
+
 def run_summary(cfg, results: dict, n_budgets: int = 20) -> dict:
     speed = results.get("speed", {})
     distill = results.get("distill", {})
@@ -135,6 +151,7 @@ def run_summary(cfg, results: dict, n_budgets: int = 20) -> dict:
         # the distill stage's wall time: loading, measurements, layer selection, generation rounds and checkpoints
         # included (`distill_seconds` counts training steps only); per phase in each student's timings
         "distill_wall_seconds": sum(sum((info.get("timings") or {}).values()) for info in distill.values()) or None,
+        "students": {name: _training(info) for name, info in distill.items()},
         "eval_sets": {},
     }
     for set_name, info in results.get("eval", {}).items():
