@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+import time
 from pathlib import Path
 
 from thinkfast import storage
@@ -57,22 +60,14 @@ class PhaseTimes:
         self.path, self.enabled = Path(output_dir) / "timings.json", enabled
         self.seconds: dict[str, float] = {}
         if enabled and self.path.is_file():
-            import json
-
             self.seconds = {k: float(v) for k, v in json.loads(self.path.read_text()).items()}
 
+    @contextlib.contextmanager
     def __call__(self, phase: str):
-        import contextlib
-        import time
-
-        @contextlib.contextmanager
-        def timed():
-            start = time.perf_counter()
-            try:
-                yield
-            finally:
-                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
-                if self.enabled:
-                    storage.atomic_write_json(self.path, {k: round(v, 3) for k, v in self.seconds.items()})
-
-        return timed()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+            if self.enabled:
+                storage.atomic_write_json(self.path, {k: round(v, 3) for k, v in self.seconds.items()})

@@ -54,9 +54,8 @@ def answer_documents(prompts: list[list[int]], answers: list[list[int]]) -> list
 class OnPolicyLoader:
     """The trainer's loader (next_step / state_dict / load_state_dict) over rounds of the student's answers.
 
-    `student` is the module being trained (its parameters are updated in place, so every round reads the
-    current weights); `generate(prompt_ids, params, keys) -> token id lists` is injected by the caller
-    (the engine on a GPU; tests pass their own)."""
+    `generate(prompt_ids, params, keys) -> token id lists` answers with the student's current weights
+    (`engine_generate`; tests pass their own)."""
 
     def __init__(self, prompts: list[list[int]], cfg: OnPolicyConfig, generate, seq_len: int, micro_batch_size: int,
                  grad_accum: int, pad_id: int, seed: int, folder: str | Path, is_main: bool = True):

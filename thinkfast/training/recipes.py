@@ -187,7 +187,7 @@ def _save_selected(student, teacher, chosen: list[int], final: Path, tokenizer, 
 def _select_layers(cfg: TrainConfig, student, teacher, tokenizer, info, device, keep: int, final: Path,
                    selection_file: Path) -> list[int]:
     """Greedy choice of the `keep` layers that go back to the teacher's attention (align.py), made in place
-    on `student`; saved as <align>/final, then selection.json (the "done" marker, written last)."""
+    on `student`; selection.json is written first, then <align>/final (a rerun finishes a save a kill cut)."""
     from thinkfast import storage
     from thinkfast.convert.layout import spread_attention_layers
     from thinkfast.training.align import select_attention_layers
@@ -232,7 +232,7 @@ def run_distill(cfg: TrainConfig, resume: bool = False, on_step=None) -> TrainRe
     if onpolicy and model_dir_complete(offline_dir / "final"):  # the offline steps finished earlier
         from thinkfast.models import ThinkfastForCausalLM
 
-        student, result = ThinkfastForCausalLM.from_pretrained(str(offline_dir / "final"), dtype=torch.float32), None
+        student = ThinkfastForCausalLM.from_pretrained(str(offline_dir / "final"), dtype=torch.float32)
     else:
         task = _end_to_end_task(student, cfg, teacher, tokenizer)
         offline_cfg = dataclasses.replace(cfg, output_dir=str(offline_dir))
