@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except ThinkfastError as err:
         print(f"thinkfast {args.command}: error: {_one_line(err)}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
         # a path given on the command line (or in a config) that cannot be used: bad input, not a bug
         where = f": {err.filename}" if getattr(err, "filename", None) else ""

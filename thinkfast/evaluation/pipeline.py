@@ -121,7 +121,7 @@ def sample_model(cfg: EvalConfig, spec: ModelSpec, problems: ProblemSet, loaded:
 def _sample_shard(cfg, spec, problems, loaded, sample_store, todo, prompts, shard, by_identity) -> int:
     bar = _progress(cfg, sum(len(m) for _, m in todo), f"sample {spec.name} shard {shard}", "sample")
     params_dict = to_dict(cfg.sampling)
-    written = 0
+    written, started = 0, time.perf_counter()
     for batch in _batches(todo, cfg.problems_per_batch):
         first_pi, missing = batch[0][0], batch[0][1]
         batch_prompts = [prompts[pi] for pi, _ in batch]
@@ -148,6 +148,11 @@ def _sample_shard(cfg, spec, problems, loaded, sample_store, todo, prompts, shar
         written += sample_store.append(rows)
         bar.update(len(rows))
     bar.close()
+    from thinkfast.inference.engine import describe_stats
+
+    totals = getattr(loaded.sampler, "totals", None)
+    engine_line = f" ({describe_stats(totals)})" if totals else ""
+    print(f"[thinkfast] {spec.name}: {written} samples in {time.perf_counter() - started:.1f} s{engine_line}", flush=True)
     return written
 
 

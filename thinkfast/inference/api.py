@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 
 from thinkfast.inference.engine import Engine
@@ -43,6 +45,7 @@ class EngineSampler:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        self.totals: Counter = Counter()  # Engine.last_stats summed over every sample() call
 
     @classmethod
     def from_spec(cls, spec: str, max_len: int = 4096, **engine_kwargs) -> "EngineSampler":
@@ -54,7 +57,9 @@ class EngineSampler:
         """`keys`: a stable integer identity per prompt (e.g. a hash of the problem id); `sample_ids`: the
         identity of each of the n samples (e.g. which of a problem's samples these are).  Sample j of
         prompt i is then seeded by (params.seed, keys[i], sample_ids[j]), whatever else is in the batch."""
-        return self.engine.generate(prompts, params, n=n, keys=keys, sample_ids=sample_ids)
+        out = self.engine.generate(prompts, params, n=n, keys=keys, sample_ids=sample_ids)
+        self.totals.update({k: v for k, v in self.engine.last_stats.items() if k not in ("max_active", "decode_tokens_per_s")})
+        return out
 
     def check(self, prompts: list[str], params: SamplingParams, labels: list[str] | None = None) -> None:
         """Refuse, before any sampling, prompts the engine would cut short or run past the model's positions."""

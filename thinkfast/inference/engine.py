@@ -380,3 +380,11 @@ class Engine:
         stats["decode_tokens_per_s"] = stats["decode_tokens"] / stats["decode_s"] if stats["decode_s"] > 0 else None
         self.last_stats = stats
         return results  # type: ignore[return-value]
+
+
+def describe_stats(stats: dict) -> str:
+    """Where generate calls' time went (Engine.last_stats, or their sums), in one line."""
+    tokens, decode_s = stats.get("decode_tokens", 0), stats.get("decode_s", 0.0)
+    rate = tokens / decode_s if decode_s > 0 else 0.0
+    return (f"{tokens:,} decode tokens at {rate:,.0f} tok/s; decode {decode_s:.1f} s in {stats.get('windows', 0)} "
+            f"windows, prefill {stats.get('prefill_s', 0.0):.1f} s, graph capture {stats.get('graph_capture_s', 0.0):.1f} s")

@@ -322,38 +322,41 @@ def _grpo_locked(cfg, policy, tokenizer, prompts, golds, reward_fn, resume, on_s
                 "sampler": sampler.state_dict(), "world_size": info.world_size}
 
     chassis = Chassis(cfg, output_dir, info, found, cfg.max_steps, state, desc="grpo")
-    start = chassis.start
-    if reward_fn is None:
-        from thinkfast.rl.reward import MathReward
+    try:
+        start = chassis.start
+        if reward_fn is None:
+            from thinkfast.rl.reward import MathReward
 
-        reward_fn = MathReward(cfg.reward)
-    per_rank_prompts = cfg.batch_prompts // info.world_size
-    max_len = engine_max_len(cfg.rollout.max_new_tokens, (len(ids) for ids in prompt_ids))
-    rollouts_engine = RolloutEngine(policy, tokenizer, cfg.rollout, max_len, cfg.rollout.max_batch or per_rank_prompts * G)
-    autocast = autocast_for(cfg.dtype, device)
-    params_list = [p for p in policy.parameters() if p.requires_grad]
-    result = GRPOResult()
+            reward_fn = MathReward(cfg.reward)
+        per_rank_prompts = cfg.batch_prompts // info.world_size
+        max_len = engine_max_len(cfg.rollout.max_new_tokens, (len(ids) for ids in prompt_ids))
+        rollouts_engine = RolloutEngine(policy, tokenizer, cfg.rollout, max_len, cfg.rollout.max_batch or per_rank_prompts * G)
+        autocast = autocast_for(cfg.dtype, device)
+        params_list = [p for p in policy.parameters() if p.requires_grad]
+        result = GRPOResult()
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    for step in range(start, cfg.max_steps):
-        t_step = time.perf_counter()
-        local = sampler.next()
-        completions, rollout_s = _rollout(cfg, rollouts_engine, prompt_ids, local, step, info, device)
-        rollouts, rewards, reward_s, old_logprob_s = _score(
-            cfg, policy, scorer, ref_scorer, completions, prompt_ids, golds, local, reward_fn, pad_id, device, autocast)
-        stats, updates, train_s = _update(cfg, model, optimizer, scheduler, params_list, rollouts, step, pad_id,
-                                          ref_scorer is not None, output_dir, info, device, autocast)
-        row = _metrics(cfg, rollouts, rewards, stats, updates, scheduler, info, device, ref_scorer is not None,
-                       step, t_step, rollout_s, reward_s, old_logprob_s, train_s)
-        result.metrics.append(row)
-        chassis.record(step + 1, row, reward=f"{row['reward_mean']:.3f}", acc=f"{row['accuracy']:.3f}",
-                       rollout_s=f"{rollout_s:.1f}", update_s=f"{row['update_s']:.1f}")
-        if chassis.due(step + 1):
-            chassis.save(step + 1)
-        if on_step is not None:
-            on_step(step + 1, row)
-    chassis.close()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for step in range(start, cfg.max_steps):
+            t_step = time.perf_counter()
+            local = sampler.next()
+            completions, rollout_s = _rollout(cfg, rollouts_engine, prompt_ids, local, step, info, device)
+            rollouts, rewards, reward_s, old_logprob_s = _score(
+                cfg, policy, scorer, ref_scorer, completions, prompt_ids, golds, local, reward_fn, pad_id, device, autocast)
+            stats, updates, train_s = _update(cfg, model, optimizer, scheduler, params_list, rollouts, step, pad_id,
+                                              ref_scorer is not None, output_dir, info, device, autocast)
+            row = _metrics(cfg, rollouts, rewards, stats, updates, scheduler, info, device, ref_scorer is not None,
+                           step, t_step, rollout_s, reward_s, old_logprob_s, train_s)
+            result.metrics.append(row)
+            chassis.record(step + 1, row, reward=f"{row['reward_mean']:.3f}", acc=f"{row['accuracy']:.3f}",
+                           rollout_s=f"{rollout_s:.1f}", update_s=f"{row['update_s']:.1f}")
+            if chassis.due(step + 1):
+                chassis.save(step + 1)
+            if on_step is not None:
+                on_step(step + 1, row)
+        chassis.close()
+    finally:
+        chassis.stop.restore()  # also when a step raised
 
     def write_final(tmp: Path) -> None:
         policy.save_pretrained(str(tmp), safe_serialization=True)

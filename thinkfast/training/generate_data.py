@@ -13,6 +13,7 @@ any prompt whose rows are incomplete, and redoes those prompts.  Sample j of sou
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def generate_completions(model, tokenizer, prompts: list[list[dict]], params: Sa
     prompt prefilled once per n samples, CUDA graphs on GPU).  `model` is a ThinkfastForCausalLM:
     a teacher runs converted to our stack (identical logits).  `keys`: a stable identity per prompt
     for its samples' seeds (see Engine.generate)."""
-    from thinkfast.inference.engine import Engine
+    from thinkfast.inference.engine import Engine, describe_stats
 
     params.validate()
     ids = [tokenizer.apply_chat_template(p, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
@@ -44,7 +45,12 @@ def generate_completions(model, tokenizer, prompts: list[list[dict]], params: Sa
     if keys is not None:  # name prompts by their record, not their place in this batch
         engine.check_prompts(ids, params, [f"prompt of record {k + 1}" for k in keys])
     results = engine.generate(ids, params, n=n, keys=keys)
+    print(f"[thinkfast] generated {len(ids) * n} answers: {describe_stats(engine.last_stats)}", flush=True)
     return [c for per_prompt in results for c in per_prompt]
+ or 0.0
+    return (f"{stats.get('decode_tokens', 0):,} decode tokens at {rate:,.0f} tok/s; decode {stats.get('decode_s', 0):.1f} s "
+            f"in {stats.get('windows', 0)} windows, prefill {stats.get('prefill_s', 0):.1f} s, graph capture "
+            f"{stats.get('graph_capture_s', 0):.1f} s")
 
 
 def generate_kd_data(teacher_spec: str, prompts_path: str, out_path: str, params: SamplingParams, data: DataConfig,
@@ -85,7 +91,9 @@ def _generate_locked(teacher_spec, records, out: Path, params, data, n, batch_si
             raise ThinkfastError(f"prompt file record {i + 1}: {err}") from None
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    start = time.perf_counter()
     model, tokenizer = load_for_generation(teacher_spec, dtype=torch_dtype, device=str(dev))
+    print(f"[thinkfast] teacher loaded in {time.perf_counter() - start:.1f} s", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     added = 0
     step = max(1, batch_size // n) * 32  # prompts per flush (each flush builds an engine: few, large ones)

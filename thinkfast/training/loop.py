@@ -2,13 +2,17 @@
 
 What every loop does around its steps, in one place: the folder lock, the checkpoint guard (an existing
 checkpoint or finished model is refused without resume), loading the checkpoint to resume from, the
-config copy, the metrics log and progress bar, periodic and final checkpoints, and the final model
-written whole or not at all.  The steps themselves stay with each loop.
+config copy, the metrics log and progress bar, periodic and final checkpoints, the final model
+written whole or not at all, and a stop on request: SIGTERM (what `timeout`, SLURM and Kubernetes send
+before they kill) makes a single-process loop write a checkpoint after the step in flight and exit
+(`Stopped`), so a preempted run loses no step.  The steps themselves stay with each loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +21,7 @@ import torch
 from thinkfast import storage
 from thinkfast.config import save_config
 from thinkfast.device import resolve_dtype
-from thinkfast.errors import ThinkfastError
+from thinkfast.errors import Stopped, ThinkfastError
 from thinkfast.training import checkpoint as ckpt
 from thinkfast.training.distributed import DistInfo, barrier
 from thinkfast.training.metrics import MetricsLog
@@ -85,6 +89,32 @@ def open_checkpoint(output_dir: Path, resume: bool, info: DistInfo, finished: st
     return found
 
 
+class StopSignal:
+    """SIGTERM sets `requested` instead of killing; a second SIGTERM kills as before (the previous handler
+    runs). Installed only in the main thread of a single process: under torchrun every rank would have to
+    agree on the step to stop at, which would cost a collective per step."""
+
+    def __init__(self, enabled: bool):
+        self.requested = False
+        self._previous = None
+        if enabled and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # asked twice: stop waiting for the checkpoint
+            self.restore()
+            signal.raise_signal(signum)
+            return
+        self.requested = True
+        print("\n[thinkfast] SIGTERM: stopping after the current step's checkpoint (send it again to kill now)",
+              flush=True)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
 class Chassis:
     """Config copy, metrics log, progress bar and checkpoints of one run from `start` to `max_steps`.
 
@@ -104,6 +134,7 @@ class Chassis:
         extra = {"desc": desc} if desc else {}
         self.bar = tqdm(total=max_steps, initial=self.start, disable=not (cfg.progress and info.main),
                         dynamic_ncols=True, **extra)
+        self.stop = StopSignal(enabled=not info.enabled)
 
     def record(self, step: int, row: dict, **postfix) -> None:
         """Log a finished step's metrics (every log_every steps and the last) and advance the bar."""
@@ -113,12 +144,21 @@ class Chassis:
         self.bar.update(1)
 
     def due(self, step: int) -> bool:
-        """Whether a periodic checkpoint is written after `step` (the last step's is the final save)."""
-        return bool(self.cfg.save_every) and step % self.cfg.save_every == 0 and step < self.max_steps
+        """Whether a checkpoint is written after `step`: periodic ones, and one when a stop was requested
+        (the last step's is written by close())."""
+        periodic = bool(self.cfg.save_every) and step % self.cfg.save_every == 0
+        return (periodic or self.stop.requested) and step < self.max_steps
 
     def save(self, step: int) -> None:
+        """Checkpoint `step`; then, if a stop was requested, end the run here (`Stopped`)."""
         ckpt.save_checkpoint(self.output_dir, {"step": step, **self._state()}, self.info)
         barrier(self.info)
+        if self.stop.requested:
+            self.bar.close()
+            self.log.close()
+            self.stop.restore()
+            raise Stopped(f"stopped by SIGTERM after step {step} of {self.max_steps}; its checkpoint is in "
+                          f"{self.output_dir}: rerun the same command to resume")
 
     def close(self) -> None:
         """End of the steps: close the bar and the log, and checkpoint the last step if any ran here."""
@@ -126,6 +166,10 @@ class Chassis:
         self.log.close()
         if self.start < self.max_steps:
             self.save(self.max_steps)
+        self.stop.restore()
+        if self.stop.requested:  # the request came during the last step: its checkpoint is written
+            raise Stopped(f"stopped by SIGTERM after the last step ({self.max_steps}); rerun the same command "
+                          "to write the final model")
 
     def write_final(self, write: Callable[[Path], None]) -> Path | None:
         """The main process writes final/ (whole or not at all: it is the done marker) and drops the

@@ -140,6 +140,7 @@ def engine_generate(student, tokenizer, cfg: OnPolicyConfig, prompts: list[list[
     CPU). The engine and its state pool are built once, at the first round, and kept."""
     from thinkfast.rl.config import RolloutConfig
     from thinkfast.rl.rollouts import RolloutEngine
+    from thinkfast.inference.engine import describe_stats
 
     device = next(student.parameters()).device
     slots = min(cfg.max_batch or cfg.prompts_per_round, cfg.prompts_per_round)
@@ -149,6 +150,8 @@ def engine_generate(student, tokenizer, cfg: OnPolicyConfig, prompts: list[list[
     engine = RolloutEngine(student, tokenizer, rollout, max_len=max_len, max_batch=slots)
 
     def generate(prompt_ids: list[list[int]], params: SamplingParams, keys: list[int]) -> list[list[int]]:
-        return [c[0].token_ids for c in engine.generate(prompt_ids, params, n=1, keys=keys)]
+        answers = [c[0].token_ids for c in engine.generate(prompt_ids, params, n=1, keys=keys)]
+        print(f"[thinkfast] on-policy engine: {describe_stats(engine.get().last_stats)}", flush=True)
+        return answers
 
     return generate

@@ -209,85 +209,88 @@ def _train_locked(task, loader, cfg: TrainConfig, output_dir: Path, max_steps: i
                 "loader": loader.state_dict(), "world_size": info.world_size}
 
     chassis = Chassis(cfg, output_dir, info, found, max_steps, state)
-    start = chassis.start
-    autocast = autocast_for(cfg.dtype, device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    result = TrainResult()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    total_tokens, total_time = 0, 0.0
-    model.train()
-
-    guard = UpdateGuard(optimizer, device)
-    pending: _InFlight | None = None  # the step whose metrics are still on the device
-    last_done = time.perf_counter()
-
-    def finish(flight: _InFlight) -> None:
-        """Read a finished step's metrics (waiting for that step only), check them, log them."""
-        nonlocal last_done, total_tokens, total_time
-        values = flight.values()
-        now = time.perf_counter()
-        dt, last_done = now - last_done, now
-        loss_sum, terms, (step_tokens, n_global, grad_norm, skipped) = values[0], values[1:-4], values[-4:]
-        denom = max(n_global, 1.0)
-        loss = loss_sum / denom
-        if skipped or not math.isfinite(loss_sum):
-            raise ThinkfastError(
-                f"non-finite loss ({loss}) at step {flight.step}: training stopped before the update, and the last "
-                f"checkpoint in {output_dir} is intact. Lower optim.lr, raise optim.warmup, check the data, or "
-                "train with dtype=fp32"
-            )
-        step_tokens = int(step_tokens)
-        total_tokens += step_tokens
-        total_time += dt
-        result.losses.append(loss)
-        result.steps.append(flight.step)
-        row = {
-            "step": flight.step,
-            "loss": loss,
-            "lr": flight.lr,
-            "grad_norm": grad_norm,
-            "positions": n_global,
-            "tokens": step_tokens,
-            "tokens_per_s": step_tokens / dt,
-            "step_time_s": dt,
-        }
-        for name, value in zip(task.term_names, terms):
-            row[name] = value / denom
+    try:
+        start = chassis.start
+        autocast = autocast_for(cfg.dtype, device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        result = TrainResult()
         if device.type == "cuda":
-            row["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-        chassis.record(flight.step, row, loss=f"{loss:.4f}", tok_s=f"{step_tokens / dt:,.0f}")
-        if on_step is not None:
-            on_step(flight.step, loss)
+            torch.cuda.reset_peak_memory_stats(device)
+        total_tokens, total_time = 0, 0.0
+        model.train()
 
-    for step in range(start, max_steps):
-        micro = loader.next_step()
-        _check_positions(task, micro, step + 1, cfg, info, device)
-        try:
-            values = train_step(task, model, micro, optimizer, scheduler, params, cfg, info, device, autocast, guard)
-        except NonFiniteLoss as err:  # host-side guard (no fused optimizer)
-            if pending is not None:
+        guard = UpdateGuard(optimizer, device)
+        pending: _InFlight | None = None  # the step whose metrics are still on the device
+        last_done = time.perf_counter()
+
+        def finish(flight: _InFlight) -> None:
+            """Read a finished step's metrics (waiting for that step only), check them, log them."""
+            nonlocal last_done, total_tokens, total_time
+            values = flight.values()
+            now = time.perf_counter()
+            dt, last_done = now - last_done, now
+            loss_sum, terms, (step_tokens, n_global, grad_norm, skipped) = values[0], values[1:-4], values[-4:]
+            denom = max(n_global, 1.0)
+            loss = loss_sum / denom
+            if skipped or not math.isfinite(loss_sum):
+                raise ThinkfastError(
+                    f"non-finite loss ({loss}) at step {flight.step}: training stopped before the update, and the last "
+                    f"checkpoint in {output_dir} is intact. Lower optim.lr, raise optim.warmup, check the data, or "
+                    "train with dtype=fp32"
+                )
+            step_tokens = int(step_tokens)
+            total_tokens += step_tokens
+            total_time += dt
+            result.losses.append(loss)
+            result.steps.append(flight.step)
+            row = {
+                "step": flight.step,
+                "loss": loss,
+                "lr": flight.lr,
+                "grad_norm": grad_norm,
+                "positions": n_global,
+                "tokens": step_tokens,
+                "tokens_per_s": step_tokens / dt,
+                "step_time_s": dt,
+            }
+            for name, value in zip(task.term_names, terms):
+                row[name] = value / denom
+            if device.type == "cuda":
+                row["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+            chassis.record(flight.step, row, loss=f"{loss:.4f}", tok_s=f"{step_tokens / dt:,.0f}")
+            if on_step is not None:
+                on_step(flight.step, loss)
+
+        for step in range(start, max_steps):
+            micro = loader.next_step()
+            _check_positions(task, micro, step + 1, cfg, info, device)
+            try:
+                values = train_step(task, model, micro, optimizer, scheduler, params, cfg, info, device, autocast, guard)
+            except NonFiniteLoss as err:  # host-side guard (no fused optimizer)
+                if pending is not None:
+                    finish(pending)
+                raise ThinkfastError(
+                    f"non-finite loss ({err.loss}) at step {step + 1}: training stopped before the update, and the last "
+                    f"checkpoint in {output_dir} is intact. Lower optim.lr, raise optim.warmup, check the data, or "
+                    "train with dtype=fp32"
+                ) from None
+            flight = _InFlight(step + 1, values, scheduler.get_last_lr()[0])
+            if pending is not None:  # the previous step: done by now or soon, while this one runs
                 finish(pending)
-            raise ThinkfastError(
-                f"non-finite loss ({err.loss}) at step {step + 1}: training stopped before the update, and the last "
-                f"checkpoint in {output_dir} is intact. Lower optim.lr, raise optim.warmup, check the data, or "
-                "train with dtype=fp32"
-            ) from None
-        flight = _InFlight(step + 1, values, scheduler.get_last_lr()[0])
-        if pending is not None:  # the previous step: done by now or soon, while this one runs
-            finish(pending)
-        pending = flight
-        saving = chassis.due(step + 1)
-        # on a GPU, a step's metrics are read while the next step runs; elsewhere (and before a save, at the
-        # end, or for a callback that may stop the run) at once
-        if device.type not in LAGGED_METRICS_DEVICES or saving or step + 1 == max_steps or on_step is not None:
-            finish(pending)
-            pending = None
-        if saving:
-            chassis.save(step + 1)
-            last_done = time.perf_counter()  # the next step's time excludes the checkpoint write, as before
-        faults.point("train-step", str(step + 1))
-    chassis.close()
+            pending = flight
+            saving = chassis.due(step + 1)
+            # on a GPU, a step's metrics are read while the next step runs; elsewhere (and before a save, at the
+            # end, or for a callback that may stop the run) at once
+            if device.type not in LAGGED_METRICS_DEVICES or saving or step + 1 == max_steps or on_step is not None:
+                finish(pending)
+                pending = None
+            if saving:
+                chassis.save(step + 1)
+                last_done = time.perf_counter()  # the next step's time excludes the checkpoint write, as before
+            faults.point("train-step", str(step + 1))
+        chassis.close()
+    finally:
+        chassis.stop.restore()  # also when a step raised
     result.tokens_per_s = total_tokens / total_time if total_time else 0.0
     if device.type == "cuda":
         result.peak_memory_gb = torch.cuda.max_memory_allocated(device) / 2**30
