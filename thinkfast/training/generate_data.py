@@ -47,10 +47,6 @@ def generate_completions(model, tokenizer, prompts: list[list[dict]], params: Sa
     results = engine.generate(ids, params, n=n, keys=keys)
     print(f"[thinkfast] generated {len(ids) * n} answers: {describe_stats(engine.last_stats)}", flush=True)
     return [c for per_prompt in results for c in per_prompt]
- or 0.0
-    return (f"{stats.get('decode_tokens', 0):,} decode tokens at {rate:,.0f} tok/s; decode {stats.get('decode_s', 0):.1f} s "
-            f"in {stats.get('windows', 0)} windows, prefill {stats.get('prefill_s', 0):.1f} s, graph capture "
-            f"{stats.get('graph_capture_s', 0):.1f} s")
 
 
 def generate_kd_data(teacher_spec: str, prompts_path: str, out_path: str, params: SamplingParams, data: DataConfig,
