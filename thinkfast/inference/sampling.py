@@ -18,10 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from thinkfast.inference.params import SamplingParams
-
-_MASK32 = 0xFFFFFFFF
-_MASK63 = (1 << 63) - 1
-
+from thinkfast.ops import dispatch
+from thinkfast.ops.reference.sampling import _MASK63, gumbel_noise, row_keys, uniform_noise  # noqa: F401 (re-exported)
 
 @dataclass(frozen=True)
 class SamplerMode:
@@ -37,37 +35,6 @@ class SamplerMode:
         if params.greedy:
             return cls(all_greedy=True)
         return cls(all_greedy=False, top_k=params.top_k > 0, top_p=params.top_p < 1.0, min_p=params.min_p > 0.0)
-
-
-# ------------------------------------------------------------------ counter-based noise
-def _fmix32(h: torch.Tensor) -> torch.Tensor:
-    """murmur3's 32-bit finaliser on int64 tensors holding values in [0, 2^32)."""
-    h = h ^ (h >> 16)
-    h = (h * 0x85EBCA6B) & _MASK32
-    h = h ^ (h >> 13)
-    h = (h * 0xC2B2AE35) & _MASK32
-    return h ^ (h >> 16)
-
-
-def row_keys(seeds: torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
-    """(b,) seeds, (b,) token indices -> (b,) 32-bit keys, one per (sequence, token)."""
-    seeds = seeds.to(torch.int64)
-    a = _fmix32((seeds ^ (seeds >> 32)) & _MASK32)
-    return _fmix32((a + counters.to(torch.int64) * 0x27D4EB2F + 0x165667B1) & _MASK32)
-
-
-def uniform_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
-    """(b,) keys -> (b, vocab) float32 uniforms in (0, 1), a pure function of (key, vocab id)."""
-    ids = torch.arange(vocab, device=keys.device, dtype=torch.int64)
-    spread = (ids * 0x9E3779B1) & _MASK32  # Weyl sequence over the vocabulary
-    h = _fmix32(keys[:, None] ^ spread[None, :])
-    h = _fmix32((h + keys[:, None]) & _MASK32)
-    return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
-
-
-def gumbel_noise(seeds: torch.Tensor, counters: torch.Tensor, vocab: int) -> torch.Tensor:
-    u = uniform_noise(row_keys(seeds, counters), vocab)
-    return -torch.log(-torch.log(u))
 
 
 def sequence_seed(base_seed: int, prompt_index: int, sample_index: int) -> int:
@@ -126,9 +93,11 @@ def sample_next(
     counters: torch.Tensor,  # (b,) token index within the sequence
 ) -> torch.Tensor:
     """Next token per row, (b,) int64; no host synchronisation."""
-    greedy_tokens = logits.argmax(dim=-1)
     if mode.all_greedy:
-        return greedy_tokens
+        return logits.argmax(dim=-1)
+    if not (mode.top_k or mode.top_p or mode.min_p):  # temperature only: one fused pass over the logits
+        return dispatch.gumbel_argmax(logits, temperature, row_keys(seeds, counters))
+    greedy_tokens = logits.argmax(dim=-1)
     filtered = filter_logits(
         logits,
         temperature,

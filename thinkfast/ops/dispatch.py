@@ -235,6 +235,20 @@ def token_loss_chunk(s, t, y, weights, temperature, need_grad, grad_dtype=torch.
     return sums, (grad.to(grad_dtype) if grad is not None else None)
 
 
+def gumbel_argmax(logits, temperature, keys, *, backend: str | None = None):
+    """Temperature sampling (no top-k / top-p / min-p): argmax(logits / T + Gumbel noise of `keys`) per row."""
+    def ok():
+        from thinkfast.ops.triton.sampling import supported
+
+        return supported(logits)
+
+    if _pick(backend, (logits, temperature, keys), ok, "gumbel_argmax"):
+        from thinkfast.ops.triton.sampling import gumbel_argmax as kernel
+
+        return kernel(logits, temperature, keys)
+    return ref.gumbel_argmax_ref(logits, temperature, keys)
+
+
 # Attention entries exist on main (model work); kept here verbatim so the merge is trivial.
 def attention(*args, **kwargs):
     return ref.attention_ref(*args, **kwargs)

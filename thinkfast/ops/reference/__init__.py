@@ -11,6 +11,7 @@ from thinkfast.ops.reference.conv import causal_conv1d_ref, causal_conv1d_update
 from thinkfast.ops.reference.decode_glue import add_rms_norm_ref, rms_norm_ref, silu_mul_ref
 from thinkfast.ops.reference.mamba1_step import mamba1_fused_step_ref
 from thinkfast.ops.reference.mixer_matrix import discrete_mamba2_mixer_matrix, segment_sum
+from thinkfast.ops.reference.sampling import gumbel_argmax_ref
 from thinkfast.ops.reference.selective_scan import selective_scan_ref, selective_state_update_ref
 from thinkfast.ops.reference.ssd import ssd_chunked_ref, ssd_sequential_ref, ssd_step_ref
 from thinkfast.ops.reference.token_loss import token_loss_chunk_ref
@@ -25,6 +26,7 @@ __all__ = [
     "causal_conv1d_ref",
     "causal_conv1d_update_ref",
     "discrete_mamba2_mixer_matrix",
+    "gumbel_argmax_ref",
     "mamba1_fused_step_ref",
     "segment_sum",
     "selective_scan_ref",
