@@ -274,3 +274,26 @@ def test_sweep_drops_batches_the_planner_refuses_and_the_sampled_method_runs_on_
     assert "memory planner" in out["sweep"][1]["reason"]
     with pytest.raises(ThinkfastError, match="no candidate batch"):
         throughput.best_batch(model, None, [4, 8], 8, 8, "sampled", checkpoints=2, steps=2)
+
+
+@pytest.mark.parametrize("method", ["full", "sampled"])
+def test_the_time_budgets_price_the_evaluations_sampler(monkeypatch, method):
+    """Throughput is timed with the eval's temperature and filters (the sampler is part of a decode step), greedy
+    only when none is given."""
+    from tests.inference.test_bench_speed_smoke import _tiny
+    from thinkfast.inference.engine import Engine
+    from thinkfast.inference.params import SamplingParams
+    from thinkfast.pipeline import throughput
+
+    modes = []
+    real = Engine._run_window
+    monkeypatch.setattr(Engine, "_run_window", lambda self, slots, mode, steps: modes.append(mode) or
+                        real(self, slots, mode, steps))
+    model = _tiny("hybrid-1b")
+    eval_sampling = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=512, seed=7)
+    out = throughput.best_batch(model, None, [2], 8, 8, method, checkpoints=2, steps=2, sampler=eval_sampling)
+    assert out["temperature"] == 0.6 and out["decode_tokens_per_s"] > 0
+    assert modes and all(not m.all_greedy and m.top_p for m in modes)
+    modes.clear()
+    greedy = throughput.best_batch(model, None, [2], 8, 8, method, checkpoints=2, steps=2)
+    assert greedy["temperature"] == 0.0 and modes and all(m.all_greedy for m in modes)

@@ -126,21 +126,22 @@ class SampledTimer:
     """
 
     def __init__(self, model, capacity: int, max_batch: int, prompt: int, seed: int = 0,
-                 ssm_state_dtype: str = DEFAULT_SSM_STATE_DTYPE):
+                 ssm_state_dtype: str = DEFAULT_SSM_STATE_DTYPE, sampler=None):
+        """`sampler`: SamplingParams whose temperature and filters each timed step samples with (greedy if None)."""
         from thinkfast.inference.engine import Engine, _Request
-        from thinkfast.inference.params import SamplingParams
+        from thinkfast.inference.params import timing_params
         from thinkfast.inference.sampling import SamplerMode
 
         # one short prompt is prefilled: a small prefill workspace leaves the memory to decode slots
         self.engine = Engine(model, None, max_batch=max_batch, max_len=capacity, progress=False,
                              prefill_tokens=max(prompt, 1024), ssm_state_dtype=ssm_state_dtype)
-        self.mode = SamplerMode(all_greedy=True)
+        params = timing_params(sampler, capacity - prompt + 1)
+        self.mode = SamplerMode.from_params(params)
         self.prompt = prompt
         vocab = model.config.vocab_size
         gen = torch.Generator().manual_seed(seed)
         ids = torch.randint(min(10, vocab - 1), min(1000, vocab), (prompt,), generator=gen).tolist()
         free = list(range(self.engine.num_slots))[::-1]
-        params = SamplingParams(temperature=0, max_new_tokens=capacity - prompt + 1, ignore_eos=True)
         queue = deque([_Request(0, ids, list(range(self.engine.num_slots)))])
         self.engine._admit(queue, free, params, self.mode, 0)  # prefill once, fork into every slot
         _sync(self.engine.device)

@@ -77,3 +77,12 @@ class Completion:
     token_ids: list[int]  # generated tokens only (no prompt), stop token included if one fired
     text: str  # decoded generated text, cut before a stop string if one fired
     finish_reason: str  # "eos" | "stop" | "length"
+
+
+def timing_params(sampler, new_tokens: int):
+    """What a timed generation samples with: `sampler`'s temperature and filters (greedy without one), a fixed
+    seed, exactly `new_tokens` tokens (no stop)."""
+    if sampler is None:
+        return SamplingParams(temperature=0.0, max_new_tokens=new_tokens, ignore_eos=True)
+    return SamplingParams(temperature=sampler.temperature, top_k=sampler.top_k, top_p=sampler.top_p,
+                          min_p=sampler.min_p, max_new_tokens=new_tokens, ignore_eos=True, seed=0)

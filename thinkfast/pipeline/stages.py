@@ -311,7 +311,7 @@ def stage_speed(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
                 print(f"  {name} on {ename}: prompt {prompt_tokens} + {new_tokens} tokens, batches {sp.batches} "
                       f"({sp.method})", flush=True)
                 done[key] = throughput.best_batch(model, tokenizer, sp.batches, prompt_tokens, new_tokens, sp.method,
-                                                  cfg.seed, sp.checkpoints, sp.steps)
+                                                  cfg.seed, sp.checkpoints, sp.steps, sampler=cfg.sampling)
             per_eval[ename] = {
                 **done[key],
                 "prompt_tokens_from": "speed.prompt_tokens" if sp.prompt_tokens else

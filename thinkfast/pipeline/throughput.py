@@ -9,7 +9,9 @@ its *best* batch size.  So for every model and every evaluation set we:
      may reach), unless `speed.new_tokens` fixes it;
   2. try each candidate batch of `speed.batches` that the engine's memory planner says fits at
      that context (prompt + generation);
-  3. keep the batch with the highest decode throughput (prefill excluded, greedy, ignore_eos).
+  3. keep the batch with the highest decode throughput (prefill excluded, ignore_eos), sampling with the
+     evaluation's temperature and filters when it gives them (`sampler`): the sampler is part of each
+     decode step's cost (greedy otherwise).
 
 Methods (`speed.method`):
   full     engine.generate end to end on random prompts of the mean length; decode windows timed
@@ -61,6 +63,7 @@ class Session:
     seed: int = 0
     checkpoints: int = 3
     steps: int = 4
+    sampler: object = None  # SamplingParams whose temperature / top-k / top-p / min-p are timed; None: greedy
     engine: object = field(init=False, default=None)
     timer: object = field(init=False, default=None)
 
@@ -69,16 +72,17 @@ class Session:
         if self.method == "sampled":
             from thinkfast.benchmarks.speed import SampledTimer
 
-            self.timer = SampledTimer(self.model, capacity, self.max_batch, self.prompt_tokens, seed=self.seed)
+            self.timer = SampledTimer(self.model, capacity, self.max_batch, self.prompt_tokens, seed=self.seed,
+                                      sampler=self.sampler)
             self.engine = self.timer.engine
         else:
             from thinkfast.inference.engine import Engine
-            from thinkfast.inference.params import SamplingParams
+            from thinkfast.inference.params import timing_params
 
             self.engine = Engine(self.model, self.tokenizer, max_batch=self.max_batch, max_len=capacity, progress=False,
                                  prefill_tokens=max(8192, 8 * self.prompt_tokens))
             warm = self._prompts(2)
-            self.engine.generate(warm, SamplingParams(temperature=0.0, max_new_tokens=4, ignore_eos=True))
+            self.engine.generate(warm, timing_params(self.sampler, 4))  # the timed mode's kernels, warmed
 
     @property
     def slots(self) -> int:
@@ -98,12 +102,12 @@ class Session:
         if self.method == "sampled":
             return self.timer.tokens_per_s(batch, self.prompt_tokens, self.new_tokens, self.checkpoints,
                                            self.steps)["tokens_per_s"]
-        from thinkfast.inference.params import SamplingParams
+        from thinkfast.inference.params import timing_params
 
         # a few distinct prompts, each forked into batch/d slots (prefill once, as the eval samples n
         # per problem): every sequence is admitted at once, so the whole decode runs at `batch`
         distinct = math.gcd(batch, 8)
-        params = SamplingParams(temperature=0.0, max_new_tokens=self.new_tokens, ignore_eos=True)
+        params = timing_params(self.sampler, self.new_tokens)
         self.engine.generate(self._prompts(distinct), params, n=batch // distinct)
         return float(self.engine.last_stats["decode_tokens_per_s"])
 
@@ -114,12 +118,13 @@ def measure_batch(session: Session, batch: int) -> float:
 
 
 def best_batch(model, tokenizer, batches: list[int], prompt_tokens: int, new_tokens: int, method: str = "full",
-               seed: int = 0, checkpoints: int = 3, steps: int = 4) -> dict:
+               seed: int = 0, checkpoints: int = 3, steps: int = 4, sampler=None) -> dict:
     """Sweep the candidate batches that fit; the fastest one is the model's throughput."""
     if method not in METHODS:
         raise ThinkfastError(f"speed.method must be one of {METHODS}, got {method!r}")
     candidates = sorted({int(b) for b in batches})
-    session = Session(model, tokenizer, prompt_tokens, new_tokens, method, max(candidates), seed, checkpoints, steps)
+    session = Session(model, tokenizer, prompt_tokens, new_tokens, method, max(candidates), seed, checkpoints, steps,
+                      sampler)
     sweep = []
     for batch in candidates:
         if batch > session.slots:
@@ -136,8 +141,12 @@ def best_batch(model, tokenizer, batches: list[int], prompt_tokens: int, new_tok
         raise ThinkfastError(
             f"no candidate batch in {candidates} fits at {prompt_tokens}+{new_tokens} tokens: {sweep[0]['reason']}")
     best = max(measured, key=lambda s: s["tokens_per_s"])
+    from thinkfast.inference.params import timing_params
+
+    sampled = timing_params(sampler, new_tokens)
     return {"method": method, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
-            "batch_size": best["batch"], "decode_tokens_per_s": best["tokens_per_s"], "sweep": sweep}
+            "temperature": sampled.temperature, "batch_size": best["batch"], "decode_tokens_per_s": best["tokens_per_s"],
+            "sweep": sweep}
 
 
 def mean_length(lengths: list[int]) -> int:
