@@ -166,3 +166,18 @@ def test_prompt_longer_than_max_len_is_an_error():
     engine = Engine(tiny_model("attention"), max_batch=2, max_len=4, progress=False)
     with pytest.raises(ThinkfastError, match="max_len"):
         engine.generate([[1, 2, 3, 4, 5]], SamplingParams(max_new_tokens=2))
+
+
+@pytest.mark.parametrize("slots", [1, 3, 64, 65, 100, 512, 513, 1024, 2048])
+def test_decode_buckets_bound_the_padding(slots):
+    """Every active count gets a bucket; above 64 rows a bucket pads by at most 1.5x (midpoints between powers of
+    two), below it the powers of two (the step there is launch-bound, padding is free)."""
+    from thinkfast.inference.graphs import bucket_sizes, pick_bucket
+
+    sizes = bucket_sizes(slots)
+    assert sizes == sorted(set(sizes)) and sizes[-1] == slots and sizes[0] == 1
+    for active in range(1, slots + 1):
+        bucket = pick_bucket(sizes, active)
+        assert active <= bucket <= slots
+        if active > 64:
+            assert bucket <= 1.5 * active + 1
