@@ -71,7 +71,10 @@ def _throughput_table(speed: dict) -> list[str]:
     if not rows:
         return []
     any_speed = next(iter(speed.values()))
-    lines = ["", "Decode throughput for the time budgets (our engine, greedy, prefill excluded, "
+    temps = {info.get("temperature") for _, _, info in rows if "skipped" not in info}
+    temp = temps.pop() if len(temps) == 1 else None
+    sampler = ("greedy" if temp == 0 else f"sampling at T = {temp:g} as the eval does") if temp is not None else "greedy"
+    lines = ["", f"Decode throughput for the time budgets (our engine, {sampler}, prefill excluded, "
                  f"{any_speed.get('dtype')} on {any_speed.get('device')}): each model at its best feasible batch, "
                  "at each eval set's own prompt and generation lengths. The decode tok/s column above is the "
                  "first eval set's.", "",
