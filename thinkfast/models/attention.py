@@ -53,13 +53,26 @@ class AttentionMixer(nn.Module):
     ) -> torch.Tensor:
         b, l, _ = x.shape
         q, k, v = self._qkv(x, seq.position_ids)
-        if state is not None:  # prefill: keep each row's real (right-aligned) tokens at cache [0, n)
-            lengths = seq.valid_lengths.tolist() if seq.valid_lengths is not None else [l] * b
-            for row, (slot, n) in enumerate(zip(slots.tolist(), lengths)):
-                state["k"][slot, :, :n] = k[row, :, l - n :]
-                state["v"][slot, :, :n] = v[row, :, l - n :]
+        if state is not None:  # prefill: each row's real (right-aligned) tokens go to cache [0, n)
+            self._write_prefill(state, k, v, slots, seq.valid_lengths)
         out = dispatch.attention(q, k, v, doc_ids=seq.doc_ids)  # (b, H, l, hd)
         return self.o_proj(out.transpose(1, 2).reshape(b, l, self.n_heads * self.head_dim))
+
+    @staticmethod
+    def _write_prefill(state: dict[str, torch.Tensor], k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor,
+                       valid_lengths: torch.Tensor | None) -> None:
+        """One scatter per cache, no host sync: a left-padded row of n real tokens is rotated so that its tokens
+        land at [0, n) and its padding at [n, l), positions past the row's length that decode never reads and
+        overwrites as it goes."""
+        b, _, l, _ = k.shape  # (b, Hkv, l, hd)
+        pos = torch.arange(l, device=k.device)  # (l,)
+        if valid_lengths is not None:
+            pos = (pos[None, :] - (l - valid_lengths)[:, None]) % l  # (b, l): source column -> cache position
+        else:
+            pos = pos[None, :].expand(b, l)
+        rows = slots[:, None].expand(b, l)  # (b, l)
+        state["k"][rows, :, pos] = k.transpose(1, 2).to(state["k"].dtype)  # (b, l, Hkv, hd)
+        state["v"][rows, :, pos] = v.transpose(1, 2).to(state["v"].dtype)
 
     def step(
         self,
