@@ -58,7 +58,8 @@ class EngineSampler:
         identity of each of the n samples (e.g. which of a problem's samples these are).  Sample j of
         prompt i is then seeded by (params.seed, keys[i], sample_ids[j]), whatever else is in the batch."""
         out = self.engine.generate(prompts, params, n=n, keys=keys, sample_ids=sample_ids)
-        self.totals.update({k: v for k, v in self.engine.last_stats.items() if k not in ("max_active", "decode_tokens_per_s")})
+        summed = ("prefill_s", "decode_s", "decode_steps", "decode_tokens", "windows", "graph_capture_s")
+        self.totals.update({k: self.engine.last_stats[k] for k in summed if k in self.engine.last_stats})
         return out
 
     def check(self, prompts: list[str], params: SamplingParams, labels: list[str] | None = None) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from thinkfast.inference.params import SamplingParams
 from thinkfast.ops import dispatch
-from thinkfast.ops.reference.sampling import _MASK63, gumbel_noise, row_keys, uniform_noise  # noqa: F401 (re-exported)
+from thinkfast.ops.reference.sampling import _MASK63, gumbel_noise, row_keys  # noqa: F401 (gumbel_noise re-exported)
 
 @dataclass(frozen=True)
 class SamplerMode:

@@ -138,9 +138,9 @@ def engine_generate(student, tokenizer, cfg: OnPolicyConfig, prompts: list[list[
     """generate(prompt_ids, params, keys) -> answers, on the student's current weights through the engine
     (rl/rollouts.py: a bf16 mirror refreshed in place before every round on a GPU, the student itself on a
     CPU). The engine and its state pool are built once, at the first round, and kept."""
+    from thinkfast.inference.engine import describe_stats
     from thinkfast.rl.config import RolloutConfig
     from thinkfast.rl.rollouts import RolloutEngine
-    from thinkfast.inference.engine import describe_stats
 
     device = next(student.parameters()).device
     slots = min(cfg.max_batch or cfg.prompts_per_round, cfg.prompts_per_round)
