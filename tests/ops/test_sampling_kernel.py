@@ -7,7 +7,7 @@ import torch
 from _ops_util import DEVICE
 from thinkfast.ops import dispatch
 from thinkfast.ops.reference import gumbel_argmax_ref
-from thinkfast.ops.reference.sampling import row_keys, uniform_noise
+from thinkfast.ops.reference.sampling import key_gumbel_noise, row_keys
 
 pytestmark = pytest.mark.triton
 
@@ -28,7 +28,7 @@ def _assert_same_tokens(got, want, logits, temperature, keys):
     if not differ:
         return
     x = logits.float() / torch.where(temperature > 0, temperature, 1.0).float()[:, None]
-    score = x - torch.log(-torch.log(uniform_noise(keys, logits.shape[-1])))
+    score = x + key_gumbel_noise(keys, logits.shape[-1])
     for r in differ:
         a, b = score[r, got[r]].item(), score[r, want[r]].item()
         assert abs(a - b) <= 1e-5 * max(1.0, abs(b)), f"row {r}: token {got[r]} (score {a}) vs {want[r]} ({b})"

@@ -19,7 +19,10 @@ import torch
 
 from thinkfast.inference.params import SamplingParams
 from thinkfast.ops import dispatch
-from thinkfast.ops.reference.sampling import _MASK63, gumbel_noise, row_keys  # noqa: F401 (gumbel_noise re-exported)
+from thinkfast.ops.reference.sampling import gumbel_noise, row_keys  # noqa: F401 (gumbel_noise re-exported)
+
+_MASK63 = (1 << 63) - 1
+
 
 @dataclass(frozen=True)
 class SamplerMode:

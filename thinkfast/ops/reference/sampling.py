@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 
 _MASK32 = 0xFFFFFFFF
-_MASK63 = (1 << 63) - 1
 WEYL = 0x9E3779B1  # golden-ratio increment over the vocabulary ids
 
 
@@ -45,9 +44,13 @@ def uniform_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
     return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 
 
+def key_gumbel_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
+    """(b,) keys -> (b, vocab) float32 Gumbel(0, 1) noise."""
+    return -torch.log(-torch.log(uniform_noise(keys, vocab)))
+
+
 def gumbel_noise(seeds: torch.Tensor, counters: torch.Tensor, vocab: int) -> torch.Tensor:
-    u = uniform_noise(row_keys(seeds, counters), vocab)
-    return -torch.log(-torch.log(u))
+    return key_gumbel_noise(row_keys(seeds, counters), vocab)
 
 
 def gumbel_argmax_ref(
@@ -57,5 +60,5 @@ def gumbel_argmax_ref(
 ) -> torch.Tensor:
     """(b,) int64: argmax(logits / T + Gumbel noise) per row, argmax(logits) where T = 0."""
     x = logits.float() / torch.where(temperature > 0, temperature, 1.0).float()[:, None]
-    g = -torch.log(-torch.log(uniform_noise(keys, logits.shape[-1])))
+    g = key_gumbel_noise(keys, logits.shape[-1])  # (b, V)
     return torch.where(temperature > 0, (x + g).argmax(dim=-1), logits.argmax(dim=-1))
