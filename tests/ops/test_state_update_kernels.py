@@ -23,13 +23,14 @@ def mamba1_inputs(b, d, groups, n, dtype, device, seed=0):
                 dt_bias=rnd(d, dt=torch.float32, scale=0.5, shift=-2.0))
 
 
-def check_state(got, want32):
+def check_state(got, want32, magnitude):
     """fp32 state: equal to the reference's; bf16 state: the reference's fp32 update, rounded (y is compared
-    separately: it comes from the unrounded fp32 state on both sides)."""
+    separately: it comes from the unrounded fp32 state on both sides).  `magnitude`: the same update of
+    |state| with |x| and |B|, i.e. |decay * s| + |dt * B * x| per element, the scale of fp32 differences."""
     if got.dtype == torch.float32:
         assert_close("state", got, want32, 1e-5)
     else:
-        assert_rounded_from("state", got, want32)
+        assert_rounded_from("state", got, want32, magnitude)
 
 
 def check_mamba1(b, d, groups, n, dtype, pool, use_idx, device, tol, state_dtype=torch.float32):
@@ -40,9 +41,11 @@ def check_mamba1(b, d, groups, n, dtype, pool, use_idx, device, tol, state_dtype
     s_k, s_r = state.clone(), state.float()  # the reference steps an fp32 copy: the exact update
     y_k = dispatch.selective_state_update(s_k, **inputs, state_indices=idx, backend="triton")
     y_r = selective_state_update_ref(s_r, **inputs, state_indices=idx)
+    s_abs = state.float().abs()
+    selective_state_update_ref(s_abs, **{**inputs, "x": inputs["x"].abs(), "B": inputs["B"].abs()}, state_indices=idx)
     assert y_k.dtype == dtype and s_k.dtype == state_dtype
     assert_close("y", y_k, y_r, tol)
-    check_state(s_k, s_r)
+    check_state(s_k, s_r, s_abs)
     untouched = torch.ones(pool, dtype=torch.bool, device=device)
     untouched[idx if idx is not None else torch.arange(b, device=device)] = False
     assert torch.equal(s_k[untouched], state[untouched]), "rows outside state_indices changed"
@@ -67,9 +70,11 @@ def check_ssd_step(b, h, n, p, dtype, pool, use_idx, device, tol, state_dtype=to
     s_k, s_r = state.clone(), state.float()
     y_k = dispatch.ssd_step(s_k, x, g, B, C, state_indices=idx, backend="triton")
     y_r = ssd_step_ref(s_r, x, g, B, C, state_indices=idx)
+    s_abs = state.float().abs()
+    ssd_step_ref(s_abs, x.abs(), g, B.abs(), C, state_indices=idx)
     assert y_k.dtype == dtype and s_k.dtype == state_dtype
     assert_close("y", y_k, y_r, tol)
-    check_state(s_k, s_r)
+    check_state(s_k, s_r, s_abs)
     untouched = torch.ones(pool, dtype=torch.bool, device=device)
     untouched[idx if idx is not None else torch.arange(b, device=device)] = False
     assert torch.equal(s_k[untouched], state[untouched]), "rows outside state_indices changed"
