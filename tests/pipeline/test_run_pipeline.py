@@ -129,6 +129,19 @@ def test_summary_gives_each_mohawk_stage_its_cost_and_fidelity(finished):
         results["distill"]["hybrid"]["fidelity"]["final"]["kl_to_teacher"]
 
 
+def test_report_charts_each_students_fidelity_by_stage(finished):
+    """The report draws the held-out KL / top-1 of every student at each training point (fidelity.png)."""
+    from thinkfast.pipeline.summary import fidelity_series
+
+    cfg, results = finished
+    root = stages.RunPaths(cfg.out_dir)
+    series = fidelity_series(results)
+    assert [p[0] for p in series["pure"]] == ["init", "stage1-1", "stage2-2", "stage3-3"]
+    assert series["hybrid"][0][0] == "init" and series["hybrid"][-1][0] == "final"
+    assert (root.report / "fidelity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![Distillation quality by stage](fidelity.png)" in (root.report / "report.md").read_text()
+
+
 def test_rerun_reuses_every_stage(finished, monkeypatch):
     cfg, _ = finished
     calls = _counting(monkeypatch)

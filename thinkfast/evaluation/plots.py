@@ -65,3 +65,36 @@ def plot_scaling(curves: list[Curve], metric: str, path: str | os.PathLike, titl
         fig.savefig(fh, dpi=110, format="png")
     plt.close(fig)
     return str(path)
+
+
+def plot_fidelity(series: dict[str, list[tuple[str, float, float]]], path: str | os.PathLike, title: str = "") -> str:
+    """Distillation quality by training point: for each student a list of (point, KL to teacher, top-1 agreement),
+    e.g. ("init", 18.6, 0.006), ("align", 0.16, 0.92), ...  Two panels: reverse KL on a log axis, top-1 in percent;
+    each student's points in training order along x (students with different stages share the axis by position)."""
+    fig, (ax_kl, ax_top) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, (name, points) in enumerate(series.items()):
+        xs = list(range(len(points)))
+        ax_kl.plot(xs, [kl for _, kl, _ in points], marker="o", label=name)
+        ax_top.plot(xs, [100 * top for _, _, top in points], marker="o", label=name)
+        dy = 4 + 20 * i  # each student's labels at their own height, so equal points do not overprint
+        for x, (label, kl, top) in zip(xs, points):
+            ax_kl.annotate(f"{label} {kl:.3g}", (x, kl), textcoords="offset points", xytext=(4, dy), fontsize=7)
+            ax_top.annotate(f"{label} {100 * top:.1f}%", (x, 100 * top), textcoords="offset points", xytext=(4, dy),
+                            fontsize=7)
+    ax_kl.set_yscale("log")
+    ax_kl.set_ylabel("reverse KL to teacher (nats/token, held out)")
+    ax_top.set_ylabel("top-1 agreement with teacher (%)")
+    ax_top.set_ylim(-5, 110)
+    for ax in (ax_kl, ax_top):
+        ax.set_xlabel("training point (conversion, then after each stage)")
+        ax.set_xticks([])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "distillation quality by stage")
+    fig.tight_layout()
+    from thinkfast.storage import atomic_file
+
+    with atomic_file(path, "wb") as fh:
+        fig.savefig(fh, dpi=110, format="png")
+    plt.close(fig)
+    return str(path)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from pathlib import Path
 
 from thinkfast.evaluation import uncertainty
 from thinkfast.evaluation.budget import describe_timing
+from thinkfast.evaluation.plots import plot_fidelity
 from thinkfast.pipeline.config import RunConfig
-from thinkfast.pipeline.summary import fidelity_section, pareto_section, ratio_section, run_summary
+from thinkfast.pipeline.summary import fidelity_section, fidelity_series, pareto_section, ratio_section, run_summary
 from thinkfast.storage import atomic_write_text
 
 METRIC_TITLES = {"pass": "coverage (pass@k)", "maj": "accuracy (majority vote, maj@k)"}
@@ -170,6 +172,10 @@ def write_run_report(cfg: RunConfig, paths, results: dict) -> dict:
     lines += _models_section(cfg, results)
     lines += _training_section(results)
     lines += fidelity_section(results)
+    series = fidelity_series(results)
+    if series:
+        chart = plot_fidelity(series, paths.report / "fidelity.png", "held-out fidelity to the teacher by stage")
+        lines += ["", f"![Distillation quality by stage]({Path(chart).name})"]
     budget_figures = {}
     for name, info in results.get("eval", {}).items():
         section, figures = _eval_section(name, info, paths)

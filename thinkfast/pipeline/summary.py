@@ -195,13 +195,25 @@ def _pct(value) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
 
 
+def fidelity_points(info: dict) -> list[tuple[str, dict]]:
+    """A student's held-out fidelity measurements in training order: (point name, its record), e.g. init, align,
+    final (hybrid) or init, stage1-1, stage2-2, stage3-3 (MOHAWK)."""
+    fid = info.get("fidelity") or {}
+    return [(key, fid[key]) for key in fid if isinstance(fid[key], dict) and "kl_to_teacher" in fid[key]]
+
+
+def fidelity_series(results: dict) -> dict[str, list[tuple[str, float, float]]]:
+    """{student: [(point, KL, top-1), ...]} for `plots.plot_fidelity`; students without measurements left out."""
+    out = {name: [(key, p["kl_to_teacher"], p["top1_agreement"]) for key, p in fidelity_points(info)]
+           for name, info in (results.get("distill") or {}).items()}
+    return {name: points for name, points in out.items() if points}
+
+
 def fidelity_section(results: dict) -> list[str]:
     """Distillation quality table: KL / top-1 agreement at conversion, after alignment and at the end."""
     rows = []
     for name, info in (results.get("distill") or {}).items():
-        fid = info.get("fidelity") or {}
-        points = [(key, fid[key]) for key in fid if isinstance(fid[key], dict) and "kl_to_teacher" in fid[key]]
-        for key, point in points:
+        for key, point in fidelity_points(info):
             errors = point.get("layer_errors")
             mean_err = f"{sum(errors.values()) / len(errors):.3f}" if errors else "—"
             rows.append(f"| {name} | {key} | {point['kl_to_teacher']:.3f} | {_pct(point['top1_agreement'])} | {mean_err} |")
