@@ -21,6 +21,17 @@ class Curve:
     seconds: list[float]  # time of k samples, same order as ks
 
 
+def _save(fig, path: str | os.PathLike) -> str:
+    """Lay out, write as PNG through a temporary file (a kill never leaves a truncated PNG), close."""
+    from thinkfast.storage import atomic_file
+
+    fig.tight_layout()
+    with atomic_file(path, "wb") as fh:
+        fig.savefig(fh, dpi=110, format="png")
+    plt.close(fig)
+    return str(path)
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points (seconds, score) no other point beats (<= time and >= score, one strictly),
     sorted by time."""
@@ -58,13 +69,7 @@ def plot_scaling(curves: list[Curve], metric: str, path: str | os.PathLike, titl
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title or metric)
-    fig.tight_layout()
-    from thinkfast.storage import atomic_file
-
-    with atomic_file(path, "wb") as fh:  # a kill never leaves a truncated PNG
-        fig.savefig(fh, dpi=110, format="png")
-    plt.close(fig)
-    return str(path)
+    return _save(fig, path)
 
 
 def plot_fidelity(series: dict[str, list[tuple[str, float, float]]], path: str | os.PathLike, title: str = "") -> str:
@@ -91,10 +96,4 @@ def plot_fidelity(series: dict[str, list[tuple[str, float, float]]], path: str |
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title or "distillation quality by stage")
-    fig.tight_layout()
-    from thinkfast.storage import atomic_file
-
-    with atomic_file(path, "wb") as fh:
-        fig.savefig(fh, dpi=110, format="png")
-    plt.close(fig)
-    return str(path)
+    return _save(fig, path)

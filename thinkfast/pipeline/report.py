@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-from pathlib import Path
 
 from thinkfast.evaluation import uncertainty
 from thinkfast.evaluation.budget import describe_timing
@@ -174,8 +173,8 @@ def write_run_report(cfg: RunConfig, paths, results: dict) -> dict:
     lines += fidelity_section(results)
     series = fidelity_series(results)
     if series:
-        chart = plot_fidelity(series, paths.report / "fidelity.png", "held-out fidelity to the teacher by stage")
-        lines += ["", f"![Distillation quality by stage]({Path(chart).name})"]
+        plot_fidelity(series, paths.report / "fidelity.png", "held-out fidelity to the teacher by stage")
+        lines += ["", "![Distillation quality by stage](fidelity.png)"]
     budget_figures = {}
     for name, info in results.get("eval", {}).items():
         section, figures = _eval_section(name, info, paths)

@@ -169,8 +169,8 @@ def run_summary(cfg, results: dict, n_budgets: int = 20) -> dict:
                         row[f"{metric}@{k}_ci95"] = entry.get("ci95")
             sp = speed.get(name) or {}
             sp = (sp.get("evals") or {}).get(set_name) or sp  # this eval set's own lengths and best batch
-            points = [v for v in ((distill.get(name) or {}).get("fidelity") or {}).values() if isinstance(v, dict)]
-            fid = points[-1] if points else {}  # the last measurement: "final", or MOHAWK's last stage
+            points = fidelity_points(distill.get(name) or {})
+            fid = points[-1][1] if points else {}  # the last measurement: "final", or MOHAWK's last stage
             row.update(mean_tokens=score.get("mean_tokens"), tokens_per_s=sp.get("decode_tokens_per_s"),
                        best_batch=sp.get("best_batch", sp.get("batch_size")),
                        kl_to_teacher=0.0 if name == "teacher" else fid.get("kl_to_teacher"),
