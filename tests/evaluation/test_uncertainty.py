@@ -7,6 +7,7 @@ import pytest
 
 from thinkfast.evaluation import uncertainty
 from thinkfast.evaluation.metrics import ProblemSamples, all_metrics
+from thinkfast.pipeline.config import RunConfig
 from thinkfast.pipeline.summary import budget_wins, pareto_fraction, pareto_fraction_ci, ratios, run_summary
 
 KS = [1, 2, 4, 8]
@@ -95,11 +96,9 @@ def test_budget_wins_vectorised_matches_the_definition():
 def test_summary_carries_the_intervals_next_to_every_figure():
     teacher, student = _score(_problems(6, 80, 0.4), 1.0), _score(_problems(7, 80, 0.3), 0.5)
 
-    class Cfg:
-        teacher = "t"
-
+    cfg = RunConfig(teacher="t")
     results = {"eval": {"set": {"scores": {"teacher": teacher, "hybrid": student}}}}
-    data = run_summary(Cfg, results)["eval_sets"]["set"]
+    data = run_summary(cfg, results)["eval_sets"]["set"]
     row = data["models"]["hybrid"]
     for key in ("pass@1", "pass@8", "maj@1", "maj@8"):
         lo, hi = row[f"{key}_ci95"]
@@ -117,7 +116,7 @@ def test_summary_carries_the_intervals_next_to_every_figure():
         for per_k in score["metrics"].values():
             for entry in per_k.values():
                 del entry["ci95"]
-    old = run_summary(Cfg, results)["eval_sets"]["set"]
+    old = run_summary(cfg, results)["eval_sets"]["set"]
     assert old["models"]["hybrid"]["pass@1"] == row["pass@1"] and old["models"]["hybrid"]["pass@1_ci95"] is None
     assert old["ratios"] == data["ratios"] and old["ratios_ci95"]["hybrid"]["pass@1"] is None
     assert old["pareto_fraction"] == data["pareto_fraction"] and old["pareto_fraction_ci95"]["pass"]["hybrid"] is None

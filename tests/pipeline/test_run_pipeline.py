@@ -310,3 +310,40 @@ def test_the_time_budgets_price_the_evaluations_sampler(monkeypatch, method):
     modes.clear()
     greedy = throughput.best_batch(model, None, [2], 8, 8, method, checkpoints=2, steps=2)
     assert greedy["temperature"] == 0.0 and modes and all(m.all_greedy for m in modes)
+
+
+def test_each_ssm_state_dtype_serves_the_same_student_side_by_side(finished, tmp_path, monkeypatch):
+    """ssm_state_dtypes [fp32, bf16]: every student is timed and evaluated twice from the same weights, the
+    second time as `<name>-bf16-state` with a bf16 state in each engine; the summary gives both the student's
+    fidelity and says which state each row was served with."""
+    from thinkfast.inference.engine import Engine
+
+    cfg, _ = finished
+    out = tmp_path / "main"
+    shutil.copytree(cfg.out_dir, out)
+    both = load_config(RunConfig, {**to_dict(cfg), "out_dir": str(out), "ssm_state_dtypes": ["fp32", "bf16"]})
+    engines = []
+    init = Engine.__init__
+
+    def recording(self, model, *args, **kwargs):
+        init(self, model, *args, **kwargs)
+        engines.append((model.config.layer_mixers, self.ssm_state_dtype))
+
+    monkeypatch.setattr(Engine, "__init__", recording)
+    results = run_pipeline(both, from_stage="speed")
+    served = {"teacher", "hybrid", "hybrid-bf16-state", "pure", "pure-bf16-state"}
+    assert set(results["speed"]) == served
+    assert results["speed"]["hybrid-bf16-state"]["ssm_state_dtype"] == "bf16"
+    assert results["speed"]["hybrid"]["ssm_state_dtype"] == "fp32" and results["speed"]["teacher"]["ssm_state_dtype"] is None
+    assert {str(dtype) for mixers, dtype in engines if set(mixers) != {"attention"}} == {"torch.float32", "torch.bfloat16"}
+    scores = results["eval"]["synthetic-1step"]["scores"]
+    assert set(scores) == served
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    rows = summary["eval_sets"]["synthetic-1step"]["models"]
+    assert rows["hybrid-bf16-state"]["student"] == "hybrid" and rows["hybrid-bf16-state"]["ssm_state_dtype"] == "bf16"
+    assert rows["hybrid-bf16-state"]["kl_to_teacher"] == rows["hybrid"]["kl_to_teacher"] is not None
+    assert set(summary["eval_sets"]["synthetic-1step"]["pareto_fraction"]["pass"]) == served - {"teacher"}
+    md = (out / "report" / "report.md").read_text()
+    assert "| hybrid-bf16-state (bf16 SSM state) |" in md and "| hybrid (fp32 SSM state) |" in md
+    with pytest.raises(ThinkfastError, match="ssm_state_dtypes"):
+        load_config(RunConfig, {**to_dict(cfg), "ssm_state_dtypes": ["fp16"]}).validate()

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from thinkfast.convert.spec import StudentSpec
 from thinkfast.errors import ThinkfastError
 from thinkfast.evaluation.config import DatasetSpec
-from thinkfast.inference.params import SamplingParams
+from thinkfast.inference.params import DEFAULT_SSM_STATE_DTYPE, SSM_STATE_DTYPES, SamplingParams
 
 
 @dataclass(kw_only=True)
@@ -91,6 +91,14 @@ class RunConfig:
     eval_gpus: int = 0  # sampling processes, one engine per GPU; 0 = every visible GPU (1 on CPU)
     grading_workers: int = 2
     time_method: str = "throughput"  # throughput: M1's k x tokens / measured tok/s | wall: measured sampling time
+    # the students' Mamba state while they are served (speed and eval stages): each student is timed and evaluated
+    # once per dtype, under its own name for the first and as `<name>-<dtype>-state` for the others (e.g.
+    # [fp32, bf16]: `hybrid` and `hybrid-bf16-state`, the same weights served both ways, side by side)
+    ssm_state_dtypes: list[str] = field(default_factory=lambda: [DEFAULT_SSM_STATE_DTYPE])
+
+    def served_name(self, student: str, ssm_state_dtype: str) -> str:
+        """A student's name in the speed / eval stages when served with `ssm_state_dtype`."""
+        return student if ssm_state_dtype == self.ssm_state_dtypes[0] else f"{student}-{ssm_state_dtype}-state"
 
     def validate(self) -> None:
         names = [s.name for s in self.students]
@@ -107,5 +115,13 @@ class RunConfig:
             raise ThinkfastError("eval_sets is empty: add at least one dataset (e.g. {dataset: {name: synthetic}})")
         if self.time_method not in ("throughput", "wall"):
             raise ThinkfastError(f"time_method must be throughput or wall, got {self.time_method!r}")
+        taken = [f"{n}-{d}-state" for n in names for d in self.ssm_state_dtypes[1:] if f"{n}-{d}-state" in names]
+        if taken:
+            raise ThinkfastError(f"student name {taken[0]!r} is also the name of a student served with another "
+                                 "ssm_state_dtypes entry: rename that student")
+        unknown = [d for d in self.ssm_state_dtypes if d not in SSM_STATE_DTYPES]
+        if not self.ssm_state_dtypes or unknown or len(set(self.ssm_state_dtypes)) != len(self.ssm_state_dtypes):
+            raise ThinkfastError(f"ssm_state_dtypes must list distinct dtypes among {list(SSM_STATE_DTYPES)}, "
+                                 f"got {self.ssm_state_dtypes}")
         if max(self.k_list) > self.n_samples:
             raise ThinkfastError(f"k_list goes up to {max(self.k_list)} but n_samples is {self.n_samples}")

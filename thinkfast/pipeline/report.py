@@ -57,11 +57,14 @@ def _models_section(cfg: RunConfig, results: dict) -> list[str]:
         trained = (results.get("sft") or {}).get(name) or (results.get("distill") or {}).get(name) or {}
         facts = trained.get("model", facts)  # the layout after training (attention_layers: auto changes it)
         layers = ", ".join(f"{n} {kind}" for kind, n in facts["layers"].items())
-        tps = (speed.get(name) or {}).get("decode_tokens_per_s")
-        ratio = f"{tps / teacher_tps:.2f}×" if tps and teacher_tps else "—"
-        state = f"{_mib(facts['kv_bytes_4096'])} + {_mib(facts['recurrent_bytes'])}"
-        lines.append(f"| {name} | {layers} | {facts['parameters'] / 1e6:.1f} M | {state} | "
-                     f"{tps:,.0f} | {ratio} |" if tps else f"| {name} | {layers} | {facts['parameters'] / 1e6:.1f} M | {state} | — | — |")
+        served = [(name, None)] if name == "teacher" else [(cfg.served_name(name, d), d) for d in cfg.ssm_state_dtypes]
+        for served_name, state_dtype in served:
+            recurrent = (facts.get("recurrent_bytes_by_state_dtype") or {}).get(state_dtype, facts["recurrent_bytes"])
+            tps = (speed.get(served_name) or {}).get("decode_tokens_per_s")
+            ratio = f"{tps / teacher_tps:.2f}×" if tps and teacher_tps else "—"
+            label = served_name if len(served) == 1 else f"{served_name} ({state_dtype} SSM state)"
+            lines.append(f"| {label} | {layers} | {facts['parameters'] / 1e6:.1f} M | "
+                         f"{_mib(facts['kv_bytes_4096'])} + {_mib(recurrent)} | {f'{tps:,.0f}' if tps else '—'} | {ratio} |")
     lines += _throughput_table(speed)
     return lines
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ from thinkfast import storage
 from thinkfast.config import from_dict
 from thinkfast.device import dtype_name, resolve_device, resolve_dtype
 from thinkfast.errors import ThinkfastError
-from thinkfast.inference.params import engine_max_len
+from thinkfast.inference.params import DEFAULT_SSM_STATE_DTYPE, engine_max_len
 from thinkfast.pipeline.config import RunConfig
 
 
@@ -54,9 +55,16 @@ def _deep_merge(base: dict, extra: dict) -> dict:
 
 
 def _model_facts(model) -> dict:
+    """Layers, parameters and decode-state bytes per sequence at 4096 tokens; the recurrent (conv + SSM) bytes
+    once per SSM state dtype the engine offers."""
+    from thinkfast.device import DTYPES
+    from thinkfast.inference.params import SSM_STATE_DTYPES
+
     info = model.summary()
-    state = model.allocate_state(1, 4096, dtype=torch.bfloat16, device="meta").bytes_per_slot()
-    return {**info, "kv_bytes_4096": state["kv"], "recurrent_bytes": state["recurrent"]}
+    per_dtype = {name: model.allocate_state(1, 4096, dtype=torch.bfloat16, device="meta",
+                                            ssm_dtype=DTYPES[name]).bytes_per_slot() for name in SSM_STATE_DTYPES}
+    return {**info, "kv_bytes_4096": per_dtype["fp32"]["kv"], "recurrent_bytes": per_dtype["fp32"]["recurrent"],
+            "recurrent_bytes_by_state_dtype": {name: state["recurrent"] for name, state in per_dtype.items()}}
 
 
 def _final_facts(directory: Path) -> dict:
@@ -261,12 +269,22 @@ def stage_sft(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
     return out
 
 
-def final_model_paths(cfg: RunConfig, paths: RunPaths, results: dict) -> dict[str, str]:
-    """name -> what to load: the teacher spec, then each student's last trained weights."""
-    found = {"teacher": cfg.teacher}
+@dataclass(frozen=True)
+class Served:
+    """One model as the speed and eval stages serve it."""
+
+    path: str  # what to load: the teacher spec, or a student's last trained weights
+    student: str | None = None  # the student it is (None: the teacher)
+    ssm_state_dtype: str = DEFAULT_SSM_STATE_DTYPE  # its Mamba layers' recurrent state in the engine
+
+
+def served_models(cfg: RunConfig, paths: RunPaths, results: dict) -> dict[str, Served]:
+    """name -> how to serve it: the teacher, then each student once per `ssm_state_dtypes` entry."""
+    found = {"teacher": Served(cfg.teacher)}
     for s in cfg.students:
         done = results.get("sft", {}).get(s.name) or results["distill"][s.name]
-        found[s.name] = str(paths.abs(done["path"]))
+        for state_dtype in cfg.ssm_state_dtypes:
+            found[cfg.served_name(s.name, state_dtype)] = Served(str(paths.abs(done["path"])), s.name, state_dtype)
     return found
 
 
@@ -295,8 +313,8 @@ def stage_speed(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
     sp = cfg.speed
     new_tokens = sp.new_tokens or cfg.sampling.max_new_tokens
     out = {}
-    for name, path in final_model_paths(cfg, paths, results).items():
-        model, tokenizer = load_for_generation(path, dtype=dtype, device=str(device))
+    for name, served in served_models(cfg, paths, results).items():
+        model, tokenizer = load_for_generation(served.path, dtype=dtype, device=str(device))
         per_eval, done = {}, {}
         for eval_set in cfg.eval_sets:
             ename = eval_set_name(eval_set)
@@ -311,7 +329,8 @@ def stage_speed(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
                 print(f"  {name} on {ename}: prompt {prompt_tokens} + {new_tokens} tokens, batches {sp.batches} "
                       f"({sp.method})", flush=True)
                 done[key] = throughput.best_batch(model, tokenizer, sp.batches, prompt_tokens, new_tokens, sp.method,
-                                                  cfg.seed, sp.checkpoints, sp.steps, sampler=cfg.sampling)
+                                                  cfg.seed, sp.checkpoints, sp.steps, sampler=cfg.sampling,
+                                                  ssm_state_dtype=served.ssm_state_dtype)
             per_eval[ename] = {
                 **done[key],
                 "prompt_tokens_from": "speed.prompt_tokens" if sp.prompt_tokens else
@@ -329,6 +348,8 @@ def stage_speed(cfg: RunConfig, paths: RunPaths, results: dict) -> dict:
             "method": sp.method,
             "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
             "dtype": str(dtype).replace("torch.", ""),
+            "student": served.student,
+            "ssm_state_dtype": served.ssm_state_dtype if served.student else None,
             "evals": per_eval,
         }
         for ename, info in per_eval.items():
@@ -350,7 +371,7 @@ def eval_config(cfg: RunConfig, paths: RunPaths, results: dict, eval_set, out_di
     dtype = dtype_name(resolve_dtype("auto", device))
     ename = eval_set_name(eval_set)
     models = []
-    for name, path in final_model_paths(cfg, paths, results).items():
+    for name, served in served_models(cfg, paths, results).items():
         info = ((results.get("speed") or {}).get(name) or {}).get("evals", {}).get(ename) or {}
         measured = info if info.get("decode_tokens_per_s") else None
         max_len = engine_max_len(cfg.sampling.max_new_tokens)  # prompts not read yet: PROMPT_HEADROOM for them
@@ -369,8 +390,8 @@ def eval_config(cfg: RunConfig, paths: RunPaths, results: dict, eval_set, out_di
             timing = {"method": "wall", "batch": batch,
                       "batch_from": "best batch of the speed stage" if measured else "eval_batch_size",
                       "note": None if cfg.time_method == "wall" else f"no throughput measured for {ename}"}
-        models.append(ModelSpec(name=name, path=path, tokens_per_second=tps, batch_size=batch, max_len=max_len,
-                                device=str(device), dtype=dtype, timing=timing))
+        models.append(ModelSpec(name=name, path=served.path, tokens_per_second=tps, batch_size=batch, max_len=max_len,
+                                ssm_state_dtype=served.ssm_state_dtype, device=str(device), dtype=dtype, timing=timing))
     return EvalConfig(
         models=models, dataset=_eval_dataset(cfg, eval_set), n_samples=cfg.n_samples, k_list=list(cfg.k_list),
         prompt=eval_set.prompt, sampling=copy.deepcopy(cfg.sampling), out_dir=str(out_dir), problems_per_batch=64,

@@ -154,6 +154,8 @@ def run_summary(cfg, results: dict, n_budgets: int = 20) -> dict:
         "students": {name: _training(info) for name, info in distill.items()},
         "eval_sets": {},
     }
+    # served name -> (student, its SSM state dtype while served): `hybrid`, `hybrid-bf16-state`, ...
+    student_of = {cfg.served_name(s.name, d): (s.name, d) for s in cfg.students for d in cfg.ssm_state_dtypes}
     for set_name, info in results.get("eval", {}).items():
         if "scores" not in info:
             continue
@@ -168,13 +170,16 @@ def run_summary(cfg, results: dict, n_budgets: int = 20) -> dict:
                         row[f"{metric}@{k}"] = entry.get("mean")
                         row[f"{metric}@{k}_ci95"] = entry.get("ci95")
             sp = speed.get(name) or {}
+            student, state_dtype = student_of.get(name, (name, None))  # the same weights, served with this state
             sp = (sp.get("evals") or {}).get(set_name) or sp  # this eval set's own lengths and best batch
-            points = fidelity_points(distill.get(name) or {})
+            points = fidelity_points(distill.get(student) or {})
             fid = points[-1][1] if points else {}  # the last measurement: "final", or MOHAWK's last stage
             row.update(mean_tokens=score.get("mean_tokens"), tokens_per_s=sp.get("decode_tokens_per_s"),
                        best_batch=sp.get("best_batch", sp.get("batch_size")),
                        kl_to_teacher=0.0 if name == "teacher" else fid.get("kl_to_teacher"),
                        top1_agreement=1.0 if name == "teacher" else fid.get("top1_agreement"))
+            if state_dtype is not None:
+                row.update(student=student, ssm_state_dtype=state_dtype)
             models[name] = row
         students = [name for name in scores if name != "teacher"]
         fractions = {metric: {name: pareto_fraction(scores, metric, name, n_budgets) for name in students}

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from thinkfast.errors import ThinkfastError
+from thinkfast.inference.params import DEFAULT_SSM_STATE_DTYPE
 
 log = logging.getLogger("thinkfast.run")
 METHODS = ("full", "sampled")
@@ -64,6 +65,7 @@ class Session:
     checkpoints: int = 3
     steps: int = 4
     sampler: object = None  # SamplingParams whose temperature / top-k / top-p / min-p are timed; None: greedy
+    ssm_state_dtype: str = DEFAULT_SSM_STATE_DTYPE  # Mamba layers' recurrent state in the engine: fp32 | bf16
     engine: object = field(init=False, default=None)
     timer: object = field(init=False, default=None)
 
@@ -73,14 +75,15 @@ class Session:
             from thinkfast.benchmarks.speed import SampledTimer
 
             self.timer = SampledTimer(self.model, capacity, self.max_batch, self.prompt_tokens, seed=self.seed,
-                                      sampler=self.sampler)
+                                      ssm_state_dtype=self.ssm_state_dtype, sampler=self.sampler)
             self.engine = self.timer.engine
         else:
             from thinkfast.inference.engine import Engine
             from thinkfast.inference.params import timing_params
 
             self.engine = Engine(self.model, self.tokenizer, max_batch=self.max_batch, max_len=capacity, progress=False,
-                                 prefill_tokens=max(8192, 8 * self.prompt_tokens))
+                                 prefill_tokens=max(8192, 8 * self.prompt_tokens),
+                                 ssm_state_dtype=self.ssm_state_dtype)
             warm = self._prompts(2)
             self.engine.generate(warm, timing_params(self.sampler, 4))  # the timed mode's kernels, warmed
 
@@ -118,13 +121,14 @@ def measure_batch(session: Session, batch: int) -> float:
 
 
 def best_batch(model, tokenizer, batches: list[int], prompt_tokens: int, new_tokens: int, method: str = "full",
-               seed: int = 0, checkpoints: int = 3, steps: int = 4, sampler=None) -> dict:
+               seed: int = 0, checkpoints: int = 3, steps: int = 4, sampler=None,
+               ssm_state_dtype: str = DEFAULT_SSM_STATE_DTYPE) -> dict:
     """Sweep the candidate batches that fit; the fastest one is the model's throughput."""
     if method not in METHODS:
         raise ThinkfastError(f"speed.method must be one of {METHODS}, got {method!r}")
     candidates = sorted({int(b) for b in batches})
     session = Session(model, tokenizer, prompt_tokens, new_tokens, method, max(candidates), seed, checkpoints, steps,
-                      sampler)
+                      sampler, ssm_state_dtype)
     sweep = []
     for batch in candidates:
         if batch > session.slots:
