@@ -134,3 +134,21 @@ def test_eval_model_spec_is_the_one_home(hybrid_dir, tmp_path, engines):
           str(tmp_path / "out")])
     saved = yaml.safe_load((tmp_path / "out" / "config.plot.yaml").read_text())
     assert [m["ssm_state_dtype"] for m in saved["models"]] == ["bf16", "bf16"]
+
+
+def test_greedy_agreement_compares_each_state_dtype_with_the_first():
+    from thinkfast.benchmarks.state_agreement import compare, greedy_agreement
+
+    # compare: prefix and divergence arithmetic on hand-made completions
+    out = compare([[1, 2, 3, 4], [5, 6], [7]], [[1, 2, 9, 9], [5, 6], [8]])
+    assert out["identical"] == pytest.approx(1 / 3) and out["first_divergence"] == pytest.approx(1.0)  # (2 + 0) / 2
+    assert out["prefix_fraction"] == pytest.approx((2 / 4 + 1.0 + 0.0) / 3)
+    with pytest.raises(ValueError):
+        compare([[1]], [])
+    # the same weights served with the same state dtype twice agree exactly; bf16 is measured against fp32
+    model = tiny_student(["attention", "mamba1", "mamba1"])
+    same = greedy_agreement(model, None, PROMPTS, ["fp32", "fp32"], max_new_tokens=12)
+    assert same["versus"]["fp32"]["identical"] == 1.0 and same["versus"]["fp32"]["first_divergence"] is None
+    mixed = greedy_agreement(model, None, PROMPTS, ["fp32", "bf16"], max_new_tokens=12)
+    assert mixed["reference"] == "fp32" and 0.0 <= mixed["versus"]["bf16"]["prefix_fraction"] <= 1.0
+    assert mixed["versus"]["bf16"]["prompts"] == len(PROMPTS) and mixed["versus"]["bf16"]["mean_tokens"] == 12
