@@ -149,6 +149,7 @@ def test_greedy_agreement_compares_each_state_dtype_with_the_first():
     model = tiny_student(["attention", "mamba1", "mamba1"])
     same = greedy_agreement(model, None, PROMPTS, ["fp32", "fp32"], max_new_tokens=12)
     assert same["versus"]["fp32"]["identical"] == 1.0 and same["versus"]["fp32"]["first_divergence"] is None
-    mixed = greedy_agreement(model, None, PROMPTS, ["fp32", "bf16"], max_new_tokens=12)
+    mixed = greedy_agreement(model, None, PROMPTS, ["fp32", "bf16"], max_new_tokens=12, control_batch=2)
     assert mixed["reference"] == "fp32" and 0.0 <= mixed["versus"]["bf16"]["prefix_fraction"] <= 1.0
+    assert mixed["versus"]["fp32@batch2"]["identical"] == 1.0  # fp32 weights: the batch size changes nothing
     assert mixed["versus"]["bf16"]["prompts"] == len(PROMPTS) and mixed["versus"]["bf16"]["mean_tokens"] == 12

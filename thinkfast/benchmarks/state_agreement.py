@@ -48,20 +48,28 @@ def compare(reference: list[list[int]], other: list[list[int]]) -> dict:
 
 
 def greedy_agreement(model, tokenizer, prompts: list, state_dtypes: list[str], max_new_tokens: int,
-                     max_batch: int = 256) -> dict:
+                     max_batch: int = 256, control_batch: int | None = None) -> dict:
     """Greedy completions of `prompts` with each of `state_dtypes` (same weights, one engine each), compared
-    with the first dtype's: {dtype: compare(...)} for every later dtype, plus each dtype's mean tokens."""
+    with the first dtype's: {"versus": {dtype: compare(...)}} for every later dtype.
+
+    `control_batch`: also decode with the first dtype at that many slots and compare it the same way
+    ("versus"["<dtype>@batch<N>"]): in bf16 weights another batch size changes the matmuls' rounding, which is
+    the noise floor that a state dtype's effect should be read against."""
     from thinkfast.inference.engine import Engine, encode_prompts
 
     ids = prompts if prompts and isinstance(prompts[0], list) else encode_prompts(tokenizer, prompts)
     capacity = max(len(p) for p in ids) + max_new_tokens
     params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
-    completions = {}
-    for dtype in state_dtypes:
-        engine = Engine(model, tokenizer, max_batch=min(max_batch, len(ids)), max_len=capacity, progress=False,
+
+    def decode(dtype: str, slots: int) -> list[list[int]]:
+        engine = Engine(model, tokenizer, max_batch=min(slots, len(ids)), max_len=capacity, progress=False,
                         ssm_state_dtype=dtype)
-        completions[dtype] = [out[0].token_ids for out in engine.generate(ids, params)]
-        del engine
+        return [out[0].token_ids for out in engine.generate(ids, params)]
+
     first = state_dtypes[0]
-    return {"reference": first, "max_new_tokens": max_new_tokens,
-            "versus": {dtype: compare(completions[first], completions[dtype]) for dtype in state_dtypes[1:]}}
+    reference = decode(first, max_batch)
+    versus = {dtype: compare(reference, decode(dtype, max_batch)) for dtype in state_dtypes[1:]}
+    if control_batch:
+        versus[f"{first}@batch{control_batch}"] = compare(reference, decode(first, control_batch))
+    return {"reference": first, "max_batch": min(max_batch, len(ids)), "max_new_tokens": max_new_tokens,
+            "versus": versus}
