@@ -5,7 +5,7 @@ import torch
 
 from _ops_util import DEVICE, TOL, assert_close
 from thinkfast.ops import dispatch
-from thinkfast.ops.reference import add_rms_norm_ref, silu_mul_ref
+from thinkfast.ops.reference import add_rms_norm_ref, rope_kv_write_ref, silu_mul_ref
 
 pytestmark = pytest.mark.triton
 
@@ -43,3 +43,69 @@ def test_glue_gpu_spec_shapes(d, ffn):
 def test_silu_mul(dtype):
     g, u = torch.randn(3, 4100).to(DEVICE, dtype), torch.randn(3, 4100).to(DEVICE, dtype)
     assert_close("y", dispatch.silu_mul(g, u, backend="triton"), silu_mul_ref(g, u), TOL[dtype])
+
+
+def _rope_inputs(dtype, b=4, heads=6, n_kv=2, hd=16, max_len=40, positions=None):
+    from thinkfast.models.rope import rope_inv_freq
+
+    q = torch.randn(b, heads, hd).to(DEVICE, dtype)
+    kv = torch.randn(b, 2 * n_kv, hd).to(DEVICE, dtype)  # k and v as views of one projection output
+    k, v = kv[:, :n_kv], kv[:, n_kv:]
+    pos = torch.tensor(positions or [0, 5, 17, 39][:b], device=DEVICE)
+    slots = torch.tensor([3, 0, 2, 5][:b], device=DEVICE)
+    caches = [torch.randn(6, n_kv, max_len, hd).to(DEVICE, dtype) for _ in range(2)]
+    return q, k, v, pos, rope_inv_freq(hd, 10000.0, None, device=DEVICE), caches, slots
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("positions", [[0, 5, 17, 39], [31000, 5, 120000, 39]])
+def test_rope_kv_write_equals_the_eager_glue(dtype, positions):
+    """The fused kernel: same rotated q, same cache contents (rotated k and v at [slot, :, position], nothing
+    else touched) as the eager RoPE + index writes, with the eager bf16 rounding points; also at positions
+    whose angles are 1e5 radians (the kernel reduces them before its cos / sin)."""
+    max_len = max(positions) + 1
+    q, k, v, pos, inv_freq, (kc, vc), slots = _rope_inputs(dtype, positions=positions, max_len=max_len)
+    kc_ref, vc_ref = kc.clone(), vc.clone()
+    out = dispatch.rope_kv_write(q, k, v, pos, inv_freq, kc, vc, slots, backend="triton")
+    ref = rope_kv_write_ref(q, k, v, pos, inv_freq, kc_ref, vc_ref, slots)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert_close("q", out, ref, TOL[dtype])
+    assert_close("k cache", kc, kc_ref, TOL[dtype])
+    assert torch.equal(vc, vc_ref)  # v is copied, not computed
+    assert not torch.equal(kc_ref[slots, :, pos], k)  # the reference did rotate k (position 0 aside)
+
+
+def test_rope_kv_write_reference_is_the_models_rope():
+    """At position p the reference rotates exactly as the full forward's RoPE does at p."""
+    from thinkfast.models.rope import apply_rope, rope_cos_sin
+
+    q, k, v, pos, inv_freq, (kc, vc), slots = _rope_inputs(torch.float32)
+    out = rope_kv_write_ref(q, k, v, pos, inv_freq, kc, vc, slots)
+    cos, sin = rope_cos_sin(inv_freq, pos[:, None], torch.float32)
+    assert torch.equal(out, apply_rope(q[:, :, None], cos, sin)[:, :, 0])
+    assert torch.equal(kc[slots, :, pos], apply_rope(k[:, :, None], cos, sin)[:, :, 0])
+    assert torch.equal(vc[slots, :, pos], v)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("hd,heads,n_kv", [(64, 14, 2), (128, 24, 8)])
+def test_rope_kv_write_gpu_real_shapes(hd, heads, n_kv):
+    """Qwen2.5-0.5B and Llama-3B head layouts at batch 256, positions up to 8191 (large angles: the kernel's
+    cos / sin must be the precise ones), bf16: equal to the eager glue up to a rare last-bit rounding flip."""
+    from thinkfast.models.rope import rope_inv_freq
+
+    b, max_len = 256, 8192
+    inv_freq = rope_inv_freq(hd, 1000000.0, None, device=DEVICE)
+    q = torch.randn(b, heads, hd, device=DEVICE, dtype=torch.bfloat16)
+    kv = torch.randn(b, 2 * n_kv, hd, device=DEVICE, dtype=torch.bfloat16)
+    k, v = kv[:, :n_kv], kv[:, n_kv:]
+    pos = torch.randint(0, max_len, (b,), device=DEVICE)
+    slots = torch.randperm(b, device=DEVICE)
+    kc = torch.zeros(b, n_kv, max_len, hd, device=DEVICE, dtype=torch.bfloat16)
+    vc = torch.zeros_like(kc)
+    kc_ref, vc_ref = kc.clone(), vc.clone()
+    out = dispatch.rope_kv_write(q, k, v, pos, inv_freq, kc, vc, slots, backend="triton")
+    ref = rope_kv_write_ref(q, k, v, pos, inv_freq, kc_ref, vc_ref, slots)
+    assert (out != ref).float().mean() < 1e-3 and (kc != kc_ref).float().mean() < 1e-3
+    assert_close("q", out, ref, TOL[torch.bfloat16])
+    assert torch.equal(vc, vc_ref)

@@ -36,11 +36,15 @@ class AttentionMixer(nn.Module):
         shape = (num_slots, self.n_kv, max_len, self.head_dim)
         return {"k": torch.zeros(shape, dtype=dtype, device=device), "v": torch.zeros(shape, dtype=dtype, device=device)}
 
-    def _qkv(self, x: torch.Tensor, position_ids: torch.Tensor):
+    def _project(self, x: torch.Tensor):
         b, l, _ = x.shape
         q = self.q_proj(x).view(b, l, self.n_heads, self.head_dim).transpose(1, 2)  # (b, H, l, hd)
         k = self.k_proj(x).view(b, l, self.n_kv, self.head_dim).transpose(1, 2)  # (b, Hkv, l, hd)
         v = self.v_proj(x).view(b, l, self.n_kv, self.head_dim).transpose(1, 2)
+        return q, k, v
+
+    def _qkv(self, x: torch.Tensor, position_ids: torch.Tensor):
+        q, k, v = self._project(x)
         cos, sin = rope_cos_sin(self.inv_freq(x.device), position_ids, q.dtype)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
@@ -81,8 +85,9 @@ class AttentionMixer(nn.Module):
         state: dict[str, torch.Tensor],
         slots: torch.Tensor,  # (b,)
     ) -> torch.Tensor:
-        q, k, v = self._qkv(x[:, None], positions[:, None])  # (b, H|Hkv, 1, hd)
-        state["k"][slots, :, positions] = k[:, :, 0]
-        state["v"][slots, :, positions] = v[:, :, 0]
-        out = dispatch.decode_attention(q[:, :, 0], state["k"], state["v"], slots, positions + 1)  # (b, H, hd)
+        q, k, v = self._project(x[:, None])  # (b, H|Hkv, 1, hd)
+        # RoPE on q and k, k and v into the caches: one launch (the eager glue was ~18 small kernels)
+        q = dispatch.rope_kv_write(q[:, :, 0], k[:, :, 0], v[:, :, 0], positions, self.inv_freq(x.device),
+                                   state["k"], state["v"], slots)  # (b, H, hd)
+        out = dispatch.decode_attention(q, state["k"], state["v"], slots, positions + 1)  # (b, H, hd)
         return self.o_proj(out.reshape(x.shape[0], self.n_heads * self.head_dim))

@@ -169,6 +169,20 @@ def silu_mul(g, u, *, backend: str | None = None):
     return ref.silu_mul_ref(g, u)
 
 
+def rope_kv_write(q, k, v, positions, inv_freq, k_cache, v_cache, slots, *, backend: str | None = None):
+    """Decode glue of an attention layer in one launch: RoPE on q and the new k, k and v written into the caches."""
+    def ok():
+        hd = q.shape[-1]
+        return (q.dim() == 3 and hd % 2 == 0 and (hd // 2) & (hd // 2 - 1) == 0 and q.dtype == k_cache.dtype
+                and q.dtype in (torch.float32, torch.bfloat16, torch.float16))
+
+    if _pick(backend, (q, k, v, positions, inv_freq, k_cache, v_cache, slots), ok, "rope_kv_write"):
+        from thinkfast.ops.triton.decode_fused import rope_kv_write as kernel
+
+        return kernel(q, k, v, positions, inv_freq, k_cache, v_cache, slots)
+    return ref.rope_kv_write_ref(q, k, v, positions, inv_freq, k_cache, v_cache, slots)
+
+
 def causal_conv1d(x, weight, bias=None, activation=None, reset=None, initial_state=None, return_final_state=False,
                   *, backend: str | None = None):
     def ok():

@@ -8,7 +8,7 @@ recurrent state and the convolution window are cleared before that token.
 
 from thinkfast.ops.reference.attention import attention_ref, decode_attention_ref, repeat_kv
 from thinkfast.ops.reference.conv import causal_conv1d_ref, causal_conv1d_update_ref
-from thinkfast.ops.reference.decode_glue import add_rms_norm_ref, rms_norm_ref, silu_mul_ref
+from thinkfast.ops.reference.decode_glue import add_rms_norm_ref, rms_norm_ref, rope_kv_write_ref, silu_mul_ref
 from thinkfast.ops.reference.mamba1_step import mamba1_fused_step_ref
 from thinkfast.ops.reference.mixer_matrix import discrete_mamba2_mixer_matrix, segment_sum
 from thinkfast.ops.reference.sampling import gumbel_argmax_ref
@@ -19,6 +19,7 @@ from thinkfast.ops.reference.token_loss import token_loss_chunk_ref
 __all__ = [
     "add_rms_norm_ref",
     "rms_norm_ref",
+    "rope_kv_write_ref",
     "silu_mul_ref",
     "attention_ref",
     "decode_attention_ref",

@@ -69,3 +69,68 @@ def silu_mul(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     block = 2048
     _silu_mul_kernel[(triton.cdiv(n, block),)](g, u, y, n, BLOCK=block, num_warps=4)
     return y
+
+
+_INV_TWO_PI = tl.constexpr(0.15915494309189535)
+_TWO_PI_HEAD = tl.constexpr(6.28125)  # 8 significant bits: turns * head is exact for turns < 2**16
+_TWO_PI_TAIL = tl.constexpr(0.0019353071795864769)  # 2 pi - head
+
+
+@triton.jit
+def _rope_kv_write_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, slot_ptr, inv_freq_ptr, qout_ptr, kc_ptr, vc_ptr,
+                          s_qb, s_qh, s_kb, s_kh, s_vb, s_vh, s_ob, s_oh,
+                          s_cs, s_ch, s_cl, s_vs, s_vch, s_vl,
+                          H: tl.constexpr, HALF: tl.constexpr):
+    """One program per (row, head) of q and of the new k / v: rotate, then store (q) or write to the cache."""
+    row = tl.program_id(0).to(tl.int64)
+    head = tl.program_id(1)
+    offs = tl.arange(0, HALF)
+    pos = tl.load(pos_ptr + row)
+    angle = pos.to(tl.float32) * tl.load(inv_freq_ptr + offs).to(tl.float32)  # (HALF,) as rope_cos_sin: fp32
+    # reduced to [-pi, pi] first (Cody-Waite, 2 pi split in an exact head and a tail): positions reach 1e4-1e5
+    # radians, where a fast cos / sin would lose the digits that the eager (fully reduced) ones keep
+    turns = tl.floor(angle * _INV_TWO_PI + 0.5)
+    angle = (angle - turns * _TWO_PI_HEAD) - turns * _TWO_PI_TAIL
+    dtype = qout_ptr.dtype.element_ty
+    cos = tl.cos(angle).to(dtype).to(tl.float32)  # rounded to the model dtype, as the eager cos/sin are
+    sin = tl.sin(angle).to(dtype).to(tl.float32)
+    if head < H:
+        src = q_ptr + row * s_qb + head * s_qh
+    else:
+        src = k_ptr + row * s_kb + (head - H) * s_kh
+    x1 = tl.load(src + offs).to(tl.float32)
+    x2 = tl.load(src + HALF + offs).to(tl.float32)
+    # x * cos + rotate_half(x) * sin, each product and the sum rounded to the model dtype as in eager PyTorch
+    lo = ((x1 * cos).to(dtype).to(tl.float32) + (-x2 * sin).to(dtype).to(tl.float32)).to(dtype)
+    hi = ((x2 * cos).to(dtype).to(tl.float32) + (x1 * sin).to(dtype).to(tl.float32)).to(dtype)
+    if head < H:
+        dst = qout_ptr + row * s_ob + head * s_oh
+        tl.store(dst + offs, lo)
+        tl.store(dst + HALF + offs, hi)
+    else:
+        kh = head - H
+        slot = tl.load(slot_ptr + row).to(tl.int64)
+        kdst = kc_ptr + slot * s_cs + kh * s_ch + pos.to(tl.int64) * s_cl
+        tl.store(kdst + offs, lo.to(kc_ptr.dtype.element_ty))
+        tl.store(kdst + HALF + offs, hi.to(kc_ptr.dtype.element_ty))
+        vsrc = v_ptr + row * s_vb + kh * s_vh
+        vdst = vc_ptr + slot * s_vs + kh * s_vch + pos.to(tl.int64) * s_vl
+        tl.store(vdst + offs, tl.load(vsrc + offs).to(vc_ptr.dtype.element_ty))
+        tl.store(vdst + HALF + offs, tl.load(vsrc + HALF + offs).to(vc_ptr.dtype.element_ty))
+
+
+def rope_kv_write(q, k, v, positions, inv_freq, k_cache, v_cache, slots):
+    """q (b, H, hd), k / v (b, Hkv, hd) with unit last-dim strides, positions / slots (b,), inv_freq (hd/2,),
+    caches (slots, Hkv, max_len, hd). Writes the rotated k and v into the caches; returns the rotated q."""
+    b, n_heads, hd = q.shape
+    n_kv = k.shape[1]
+    if hd % 2 or (hd // 2) & (hd // 2 - 1) or min(q.stride(-1), k.stride(-1), v.stride(-1)) != 1:
+        raise ValueError("rope_kv_write needs a head dim of twice a power of two and unit last-dim strides")
+    out = torch.empty(b, n_heads, hd, device=q.device, dtype=q.dtype)
+    _rope_kv_write_kernel[(b, n_heads + n_kv)](
+        q, k, v, positions, slots, inv_freq, out, k_cache, v_cache,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), v_cache.stride(0), v_cache.stride(1),
+        v_cache.stride(2), H=n_heads, HALF=hd // 2, num_warps=1,
+    )
+    return out
