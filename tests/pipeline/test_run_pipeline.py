@@ -347,3 +347,16 @@ def test_each_ssm_state_dtype_serves_the_same_student_side_by_side(finished, tmp
     assert "| hybrid-bf16-state (bf16 SSM state) |" in md and "| hybrid (fp32 SSM state) |" in md
     with pytest.raises(ThinkfastError, match="ssm_state_dtypes"):
         load_config(RunConfig, {**to_dict(cfg), "ssm_state_dtypes": ["fp16"]}).validate()
+
+
+def test_time_left_estimate_follows_the_machine_and_ignores_convert():
+    """Before a run has its own timings the estimate is the shipped default run's on that kind of machine; a slow
+    `convert` (a one-off download and dequantisation) does not scale it, a minute of later stages does."""
+    rest = list(STAGES[1:])
+    gpu = runner._DEFAULT_WEIGHTS["cuda"]
+    assert runner._eta({"convert": 300.0}, rest, {}, "cuda") == pytest.approx(sum(gpu[s] for s in rest))
+    cpu = runner._DEFAULT_WEIGHTS["cpu"]
+    later = list(STAGES[2:])
+    twice = runner._eta({"convert": 5.0, "kd_data": 2 * cpu["kd_data"]}, later, {}, "cpu")
+    assert twice == pytest.approx(2 * sum(cpu[s] for s in later))  # this machine runs at half the pace
+    assert runner._eta({}, later, {s: 1.0 for s in later}, "cpu") == len(later)  # last run's own timings win

@@ -16,13 +16,18 @@ import time
 
 from thinkfast import faults, storage
 from thinkfast.config import save_config, to_dict
+from thinkfast.device import resolve_device
 from thinkfast.errors import ThinkfastError
 from thinkfast.pipeline.config import RunConfig
 from thinkfast.pipeline.stages import STAGE_FUNCTIONS, RunPaths
 
 STAGES = tuple(STAGE_FUNCTIONS)
-# rough share of a CPU default run per stage, for the time-left estimate before real timings exist
-_DEFAULT_WEIGHTS = {"convert": 15, "kd_data": 90, "distill": 470, "sft": 1, "speed": 40, "eval": 360, "report": 5}
+# seconds per stage of the shipped default runs, for the time-left estimate before this run's own timings exist:
+# run_cpu_default on 2 cores, and run_gpu_default on one H200 (2026-12-01, docs/results/fidelity_qwen05_h200/)
+_DEFAULT_WEIGHTS = {
+    "cpu": {"convert": 15, "kd_data": 90, "distill": 470, "sft": 1, "speed": 40, "eval": 360, "report": 5},
+    "cuda": {"convert": 67, "kd_data": 73, "distill": 687, "sft": 1, "speed": 34, "eval": 177, "report": 1},
+}
 
 
 def _outputs_of(stage: str, paths: RunPaths, cfg: RunConfig) -> list:
@@ -87,15 +92,17 @@ def _forget(from_stage: str, paths: RunPaths, *cfgs: RunConfig) -> None:
                 shutil.rmtree(out, ignore_errors=True)
 
 
-def _eta(done_seconds: dict, remaining: list[str], timings_before: dict) -> float:
-    """Seconds left: last run's timings when known, else default weights scaled by this run's pace."""
+def _eta(done_seconds: dict, remaining: list[str], timings_before: dict, machine: str = "cpu") -> float:
+    """Seconds left: last run's timings when known, else the default run's, scaled by this run's pace once a
+    minute of work past `convert` has been seen (convert is mostly a one-off download and dequantisation)."""
     if all(s in timings_before for s in remaining):
         return sum(timings_before[s] for s in remaining)
-    measured = {s: t for s, t in done_seconds.items() if s in _DEFAULT_WEIGHTS}
-    pace = 1.0  # this machine against the reference CPU, trusted once a minute of work has been seen
+    weights = _DEFAULT_WEIGHTS[machine]
+    measured = {s: t for s, t in done_seconds.items() if s in weights and s != "convert"}
+    pace = 1.0  # this machine against the reference one
     if sum(measured.values()) >= 60:
-        pace = min(4.0, max(0.25, sum(measured.values()) / sum(_DEFAULT_WEIGHTS[s] for s in measured)))
-    return sum(timings_before.get(s, _DEFAULT_WEIGHTS[s] * pace) for s in remaining)
+        pace = min(4.0, max(0.25, sum(measured.values()) / sum(weights[s] for s in measured)))
+    return sum(timings_before.get(s, weights[s] * pace) for s in remaining)
 
 
 def run_pipeline(cfg: RunConfig, from_stage: str | None = None, until: str | None = None) -> dict:
@@ -117,6 +124,7 @@ def _run_locked(cfg: RunConfig, paths: RunPaths, from_stage: str | None, until: 
     timings_file = paths.stages / "timings.json"
     timings_before = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     stop = STAGES.index(until) + 1 if until else len(STAGES)
+    machine = "cuda" if resolve_device(cfg.device).type == "cuda" else "cpu"
     results: dict = {}
     done_seconds: dict = {}
     start = time.time()
@@ -127,7 +135,7 @@ def _run_locked(cfg: RunConfig, paths: RunPaths, from_stage: str | None, until: 
             results[stage] = json.loads(marker.read_text())
             print(f"{header}: cached ({marker})", flush=True)
             continue
-        left = _eta(done_seconds, list(STAGES[index:stop]), timings_before)
+        left = _eta(done_seconds, list(STAGES[index:stop]), timings_before, machine)
         print(f"{header}: running (elapsed {time.time() - start:.0f} s, about {left / 60:.1f} min left)", flush=True)
         faults.point("stage-start", stage)
         t0 = time.time()
