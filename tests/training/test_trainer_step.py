@@ -66,3 +66,21 @@ def test_lagged_metrics_still_stop_on_a_non_finite_loss(tiny_setup, tmp_path, mo
     cfg = _cfg(tiny_setup, tmp_path, max_steps=6, **{"optim.lr": 1e30, "optim.grad_clip": 0.0})
     with pytest.raises(ThinkfastError, match=r"non-finite loss \(.*\) at step 2:"):
         run(cfg)
+
+
+@pytest.mark.gpu
+def test_step_times_on_cuda_come_from_the_gpu_and_hold_for_the_last_step(tiny_setup, tmp_path):
+    """On CUDA a step's time is completion to completion on the GPU: every row has one, the times add up to
+    about the run's wall time, and the last step (read at once, not one step late) is not a fraction of the
+    others (it was: the tail of the GPU work only)."""
+    import time
+
+    over = dict(max_steps=8, save_every=4, device="cuda", **{"data.seq_len": 32})
+    start = time.perf_counter()
+    run(_cfg(tiny_setup, tmp_path, **over))
+    wall = time.perf_counter() - start
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    times = [r["step_time_s"] for r in rows]
+    assert len(times) == 8 and all(t > 0 for t in times) and sum(times) < wall
+    typical = sorted(times[1:-1])[len(times[1:-1]) // 2]
+    assert times[-1] > typical / 4 and times[3] > typical / 4  # the last step and the one before a save

@@ -149,7 +149,7 @@ class _InFlight:
         if values.is_cuda:
             self.host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
             self.host.copy_(values, non_blocking=True)
-            self.event = torch.cuda.Event()
+            self.event = torch.cuda.Event(enable_timing=True)  # also the step's completion time on the GPU
             self.event.record()
         else:
             self.host = values
@@ -222,13 +222,18 @@ def _train_locked(task, loader, cfg: TrainConfig, output_dir: Path, max_steps: i
         guard = UpdateGuard(optimizer, device)
         pending: _InFlight | None = None  # the step whose metrics are still on the device
         last_done = time.perf_counter()
+        last_event = None  # CUDA: the GPU-side completion of the previous step (or the end of a checkpoint write)
 
         def finish(flight: _InFlight) -> None:
-            """Read a finished step's metrics (waiting for that step only), check them, log them."""
-            nonlocal last_done, total_tokens, total_time
+            """Read a finished step's metrics (waiting for that step only), check them, log them.  A step's time
+            is from the previous step's completion to its own: on CUDA measured on the GPU (event to event), so
+            that it is right whichever of the GPU and the launching CPU bounds the step, also for a step whose
+            metrics are read at once (the last one, one before a save) rather than one step late."""
+            nonlocal last_done, last_event, total_tokens, total_time
             values = flight.values()
             now = time.perf_counter()
-            dt, last_done = now - last_done, now
+            dt = now - last_done if last_event is None else last_event.elapsed_time(flight.event) / 1000
+            last_done, last_event = now, flight.event
             loss_sum, terms, (step_tokens, n_global, grad_norm, skipped) = values[0], values[1:-4], values[-4:]
             denom = max(n_global, 1.0)
             loss = loss_sum / denom
@@ -287,6 +292,9 @@ def _train_locked(task, loader, cfg: TrainConfig, output_dir: Path, max_steps: i
             if saving:
                 chassis.save(step + 1)
                 last_done = time.perf_counter()  # the next step's time excludes the checkpoint write, as before
+                if last_event is not None:
+                    last_event = torch.cuda.Event(enable_timing=True)
+                    last_event.record()
             faults.point("train-step", str(step + 1))
         chassis.close()
     finally:
