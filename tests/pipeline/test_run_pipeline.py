@@ -347,6 +347,10 @@ def test_each_ssm_state_dtype_serves_the_same_student_side_by_side(finished, tmp
     assert "| hybrid-bf16-state (bf16 SSM state) |" in md and "| hybrid (fp32 SSM state) |" in md
     with pytest.raises(ThinkfastError, match="ssm_state_dtypes"):
         load_config(RunConfig, {**to_dict(cfg), "ssm_state_dtypes": ["fp16"]}).validate()
+    clash = to_dict(cfg)
+    clash["students"][1]["name"] = "hybrid-bf16-state"
+    with pytest.raises(ThinkfastError, match="'hybrid-bf16-state' is also the name"):
+        load_config(RunConfig, {**clash, "ssm_state_dtypes": ["fp32", "bf16"]}).validate()
 
 
 def test_time_left_estimate_follows_the_machine_and_ignores_convert():

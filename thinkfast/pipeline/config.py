@@ -115,13 +115,14 @@ class RunConfig:
             raise ThinkfastError("eval_sets is empty: add at least one dataset (e.g. {dataset: {name: synthetic}})")
         if self.time_method not in ("throughput", "wall"):
             raise ThinkfastError(f"time_method must be throughput or wall, got {self.time_method!r}")
-        taken = [f"{n}-{d}-state" for n in names for d in self.ssm_state_dtypes[1:] if f"{n}-{d}-state" in names]
-        if taken:
-            raise ThinkfastError(f"student name {taken[0]!r} is also the name of a student served with another "
-                                 "ssm_state_dtypes entry: rename that student")
         unknown = [d for d in self.ssm_state_dtypes if d not in SSM_STATE_DTYPES]
         if not self.ssm_state_dtypes or unknown or len(set(self.ssm_state_dtypes)) != len(self.ssm_state_dtypes):
             raise ThinkfastError(f"ssm_state_dtypes must list distinct dtypes among {list(SSM_STATE_DTYPES)}, "
                                  f"got {self.ssm_state_dtypes}")
+        taken = [self.served_name(n, d) for n in names for d in self.ssm_state_dtypes[1:]
+                 if self.served_name(n, d) in names]
+        if taken:
+            raise ThinkfastError(f"student name {taken[0]!r} is also the name of a student served with another "
+                                 "ssm_state_dtypes entry: rename that student")
         if max(self.k_list) > self.n_samples:
             raise ThinkfastError(f"k_list goes up to {max(self.k_list)} but n_samples is {self.n_samples}")
