@@ -126,6 +126,21 @@ def test_save_load_identical_logits(tmp_path, target, kwargs):
     assert loaded.config.layer_mixers == student.config.layer_mixers
 
 
+@pytest.mark.parametrize("kwargs", [{"keep_attention": 0}, {"attention_layers": []}])
+def test_a_hybrid_may_keep_no_attention(kwargs):
+    """MambaInLlama's 0%-attention point: every layer a Mamba-1 mixer, converted and decoding like any hybrid."""
+    student = convert(tiny_llama(layers=4), "hybrid", **kwargs)
+    assert student.config.layer_mixers == ["mamba1"] * 4
+    ids = torch.randint(0, student.config.vocab_size, (2, 7))
+    state = student.allocate_state(2, 16)
+    assert state.bytes_per_slot()["kv"] == 0
+    logits = student.prefill(ids[:, :6], state, torch.tensor([0, 1]))
+    step = student.step(ids[:, 6], state, torch.tensor([0, 1]))
+    full = student(ids).logits
+    torch.testing.assert_close(logits, full[:, 5], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(step, full[:, 6], rtol=1e-4, atol=1e-4)
+
+
 def test_spread_attention_layers():
     assert spread_attention_layers(16, 4) == [3, 7, 11, 15]
     assert spread_attention_layers(28, 6) == [4, 8, 13, 18, 22, 27]
@@ -138,10 +153,9 @@ def test_spread_attention_layers():
         ({"target": "hybrid", "attention_layers": [0, 9]}, "out of range"),
         ({"target": "hybrid", "attention_layers": [-1]}, "out of range"),
         ({"target": "hybrid", "attention_layers": [1, 1]}, "repeats"),
-        ({"target": "hybrid", "attention_layers": [0, 1, 2, 3]}, "some but not all"),
-        ({"target": "hybrid", "attention_layers": []}, "some but not all"),
-        ({"target": "hybrid", "keep_attention": 4}, "between 1 and 3"),
-        ({"target": "hybrid", "keep_attention": 0}, "between 1 and 3"),
+        ({"target": "hybrid", "attention_layers": [0, 1, 2, 3]}, "fewer than all"),
+        ({"target": "hybrid", "keep_attention": 4}, r"between 0 \(every layer Mamba\) and 3"),
+        ({"target": "hybrid", "keep_attention": -1}, r"between 0 \(every layer Mamba\) and 3"),
         ({"target": "hybrid", "keep_attention": 1, "attention_layers": [1]}, "not both"),
         ({"target": "llamba", "keep_attention": 1}, "keeps no attention"),
         ({"target": "hybrid", "mixer": "mamba3"}, "unknown hybrid mixer"),

@@ -96,8 +96,9 @@ def test_a_layer_loss_sees_teacher_inputs_only(tiny_setup):
     assert any(after[i] != pytest.approx(before[i], rel=1e-3) for i in layers if i != last)
 
 
-def test_alignment_cuts_the_kl_by_a_large_factor(tiny_setup, tmp_path):
-    cfg = _cfg(tiny_setup, tmp_path)
+@pytest.mark.parametrize("keep", [1, 0])  # 0: every layer Mamba (MambaInLlama's 0%-attention student)
+def test_alignment_cuts_the_kl_by_a_large_factor(tiny_setup, tmp_path, keep):
+    cfg = _cfg(tiny_setup, tmp_path, student={"keep_attention": keep})
     run(cfg)
     fid = json.loads((tmp_path / "run" / "fidelity.json").read_text())
     init, aligned = fid["init"], fid["aligned"]

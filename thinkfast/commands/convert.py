@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--to", dest="target", choices=["hybrid", "llamba", "attention"], default="hybrid")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--attention-layers", type=_int_list, help="layers kept as attention, e.g. 3,8,13,18,23,27")
-    group.add_argument("--keep-attention", type=int, help="number of attention layers, spread evenly (default: a quarter)")
+    group.add_argument("--keep-attention", type=int,
+                       help="number of attention layers, spread evenly (default: a quarter; 0: every layer Mamba)")
     p.add_argument("--mixer", choices=["mamba1", "mamba2"], default="mamba1", help="Mamba mixer of a hybrid")
     p.add_argument("--learnable-gqa-expansion", action="store_true", help="M1's learnable d_xb->d_inner maps")
     p.add_argument("--out", required=True, help="output directory (config.json + model.safetensors + tokenizer)")

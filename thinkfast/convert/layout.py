@@ -58,22 +58,22 @@ def plan_layer_mixers(
         return [mixer] * num_layers
     if attention_layers is None:
         keep = keep_attention if keep_attention is not None else max(1, round(num_layers / 4))
-        if not 0 < keep < num_layers:
+        if not 0 <= keep < num_layers:
             raise ThinkfastError(
-                f"--keep-attention must be between 1 and {num_layers - 1} for a {num_layers}-layer hybrid "
-                f"(got {keep}); use --to attention to keep every layer or --to llamba for a pure student"
+                f"--keep-attention must be between 0 (every layer Mamba) and {num_layers - 1} for a "
+                f"{num_layers}-layer hybrid (got {keep}); use --to attention to keep every layer"
             )
-        attention_layers = spread_attention_layers(num_layers, keep)
+        attention_layers = spread_attention_layers(num_layers, keep) if keep else []
     bad = [i for i in attention_layers if not 0 <= i < num_layers]
     if bad:
         raise ThinkfastError(f"attention layer index(es) {bad} out of range: the teacher has layers 0..{num_layers - 1}"
                              + (" (counted from 0; negative indices are not accepted)" if min(bad) < 0 else ""))
     if len(set(attention_layers)) != len(attention_layers):
         raise ThinkfastError(f"attention layer list {attention_layers} repeats an index")
-    if not attention_layers or len(attention_layers) >= num_layers:
+    if len(attention_layers) >= num_layers:  # none is allowed: MambaInLlama's 0%-attention student, all Mamba
         raise ThinkfastError(
-            f"a hybrid keeps some but not all of the {num_layers} layers as attention (got {len(attention_layers)}); "
-            "use --to attention to keep every layer or --to llamba for a pure student"
+            f"a hybrid keeps fewer than all of the {num_layers} layers as attention (got {len(attention_layers)}); "
+            "use --to attention to keep every layer"
         )
     keep_set = set(attention_layers)
     return ["attention" if i in keep_set else mixer for i in range(num_layers)]
