@@ -23,9 +23,10 @@ from thinkfast.pipeline.stages import STAGE_FUNCTIONS, RunPaths
 
 STAGES = tuple(STAGE_FUNCTIONS)
 # seconds per stage of the shipped default runs, for the time-left estimate before this run's own timings exist:
-# run_cpu_default on 2 cores, and run_gpu_default on one H200 (2026-12-01, docs/results/fidelity_qwen05_h200/)
+# run_cpu_default on 2 cores (`make run`, 2026-12-01: 12.9 min) and run_gpu_default on one H200 (2026-12-01,
+# docs/results/fidelity_qwen05_h200/)
 _DEFAULT_WEIGHTS = {
-    "cpu": {"convert": 15, "kd_data": 90, "distill": 470, "sft": 1, "speed": 40, "eval": 360, "report": 5},
+    "cpu": {"convert": 59, "kd_data": 128, "distill": 463, "sft": 1, "speed": 37, "eval": 84, "report": 1},
     "cuda": {"convert": 67, "kd_data": 73, "distill": 687, "sft": 1, "speed": 34, "eval": 177, "report": 1},
 }
 
