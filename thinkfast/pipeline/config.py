@@ -100,6 +100,10 @@ class RunConfig:
         """A student's name in the speed / eval stages when served with `ssm_state_dtype`."""
         return student if ssm_state_dtype == self.ssm_state_dtypes[0] else f"{student}-{ssm_state_dtype}-state"
 
+    def served_students(self) -> list[tuple[str, str, str]]:
+        """(served name, student, SSM state dtype) of every student as the speed and eval stages serve it."""
+        return [(self.served_name(s.name, d), s.name, d) for s in self.students for d in self.ssm_state_dtypes]
+
     def validate(self) -> None:
         names = [s.name for s in self.students]
         if len(set(names)) != len(names) or "teacher" in names:

@@ -57,7 +57,8 @@ def _models_section(cfg: RunConfig, results: dict) -> list[str]:
         trained = (results.get("sft") or {}).get(name) or (results.get("distill") or {}).get(name) or {}
         facts = trained.get("model", facts)  # the layout after training (attention_layers: auto changes it)
         layers = ", ".join(f"{n} {kind}" for kind, n in facts["layers"].items())
-        served = [(name, None)] if name == "teacher" else [(cfg.served_name(name, d), d) for d in cfg.ssm_state_dtypes]
+        served = [(name, None)] if name == "teacher" else [(n, d) for n, student, d in cfg.served_students()
+                                                             if student == name]
         for served_name, state_dtype in served:
             recurrent = (facts.get("recurrent_bytes_by_state_dtype") or {}).get(state_dtype, facts["recurrent_bytes"])
             tps = (speed.get(served_name) or {}).get("decode_tokens_per_s")

@@ -281,10 +281,9 @@ class Served:
 def served_models(cfg: RunConfig, paths: RunPaths, results: dict) -> dict[str, Served]:
     """name -> how to serve it: the teacher, then each student once per `ssm_state_dtypes` entry."""
     found = {"teacher": Served(cfg.teacher)}
-    for s in cfg.students:
-        done = results.get("sft", {}).get(s.name) or results["distill"][s.name]
-        for state_dtype in cfg.ssm_state_dtypes:
-            found[cfg.served_name(s.name, state_dtype)] = Served(str(paths.abs(done["path"])), s.name, state_dtype)
+    for name, student, state_dtype in cfg.served_students():
+        done = results.get("sft", {}).get(student) or results["distill"][student]
+        found[name] = Served(str(paths.abs(done["path"])), student, state_dtype)
     return found
 
 

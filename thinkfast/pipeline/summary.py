@@ -155,7 +155,7 @@ def run_summary(cfg, results: dict, n_budgets: int = 20) -> dict:
         "eval_sets": {},
     }
     # served name -> (student, its SSM state dtype while served): `hybrid`, `hybrid-bf16-state`, ...
-    student_of = {cfg.served_name(s.name, d): (s.name, d) for s in cfg.students for d in cfg.ssm_state_dtypes}
+    student_of = {name: (student, dtype) for name, student, dtype in cfg.served_students()}
     for set_name, info in results.get("eval", {}).items():
         if "scores" not in info:
             continue
