@@ -37,3 +37,15 @@ def test_bench_kernels_smoke(tmp_path):
     assert {"mamba1_step", "conv_step", "ssd_step", "scan_fwd", "scan_fwd_bwd", "conv_fwd", "conv_fwd_bwd"} <= kernels
     assert all(r["ms"] > 0 and r["bytes"] > 0 for r in result["rows"])
     assert "| mamba1_step | tiny | 2 |" in (tmp_path / "kernels.md").read_text()
+
+
+def test_scan_configs_parse_with_and_without_a_solver():
+    from thinkfast.commands.bench_kernels import _configs
+    from thinkfast.errors import ThinkfastError
+
+    assert _configs("seq:16x1x256, tile:8x2,16x4x64") == [("seq", 16, 1, 256), ("tile", 8, 2, None),
+                                                         (None, 16, 4, 64)]
+    with pytest.raises(ThinkfastError, match="seq:16x1x256"):
+        _configs("fast:16x1")
+    with pytest.raises(ThinkfastError, match="got '16'"):
+        _configs("16")

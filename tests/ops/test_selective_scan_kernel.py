@@ -67,25 +67,37 @@ def check(inputs, reset, dtype, tol=None, **kernel_kwargs):
         assert_close(f"d{name}", k_grads[name], r_grads[name], tol)
 
 
+SOLVERS = ["seq", "tile"]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("d,groups", [(32, 2), (16, 4)])
 @pytest.mark.parametrize("l", [21, 48])
 @pytest.mark.parametrize("h0", [False, True])
 @pytest.mark.parametrize("resets", [False, True])
-def test_scan_matches_reference(dtype, d, groups, l, h0, resets):
+def test_scan_matches_reference(solver, dtype, d, groups, l, h0, resets):
     # l = 21: sub-tile 16, default chunk length (2 chunks at this tiny size, last one partial);
     # l = 48: 4 chunks of 3 sub-tiles each (chunk-parallel combine forward and backward)
     kw = dict(chunk_size=16) if l == 21 else dict(chunk_size=4, chunk_len=12)
     inputs, reset = make_inputs(2, l, d, groups, 16, dtype, h0, resets)
-    check(inputs, reset, dtype, **kw)
+    check(inputs, reset, dtype, solver=solver, **kw)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32])
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("chunk_size,chunk_len", [(32, 32), (4, 4), (8, 24)])
-def test_scan_chunkings(dtype, chunk_size, chunk_len):
+def test_scan_chunkings(solver, chunk_size, chunk_len):
     """One chunk (no combine), one sub-tile per chunk, and chunks longer than what is left."""
-    inputs, reset = make_inputs(2, 29, 32, 2, 16, dtype, True, True, seed=5)
-    check(inputs, reset, dtype, chunk_size=chunk_size, chunk_len=chunk_len)
+    inputs, reset = make_inputs(2, 29, 32, 2, 16, torch.float32, True, True, seed=5)
+    check(inputs, reset, torch.float32, chunk_size=chunk_size, chunk_len=chunk_len, solver=solver)
+
+
+def test_scan_solver_is_validated():
+    inputs, _ = make_inputs(1, 8, 16, 1, 16, torch.float32, False, False)
+    from thinkfast.ops.triton.selective_scan import selective_scan as kernel
+
+    with pytest.raises(ValueError, match="scan solver must be one of"):
+        kernel(**inputs, solver="fast")
 
 
 def test_scan_without_optional_inputs_and_without_softplus():
@@ -138,9 +150,10 @@ def test_scan_reference_path_is_taken_when_forced(monkeypatch):
 # case per dtype: bf16 (training) at 3B with initial state and resets, fp32 at 1B without; every other
 # flag combination is a small case above (was 8 cases, 4 specializations).
 @pytest.mark.gpu
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("shape,dtype,h0,resets", [("3b", torch.bfloat16, True, True),
                                                    ("1b", torch.float32, False, False)])
-def test_scan_gpu_spec_shapes(shape, dtype, h0, resets):
+def test_scan_gpu_spec_shapes(solver, shape, dtype, h0, resets):
     d, groups = {"1b": (2048, 128), "3b": (3072, 192)}[shape]
     inputs, reset = make_inputs(2, 1000, d, groups, 16, dtype, h0, resets, device="cuda")
-    check(inputs, reset, dtype, tol=2e-2 if dtype == torch.bfloat16 else 1e-4)
+    check(inputs, reset, dtype, tol=2e-2 if dtype == torch.bfloat16 else 1e-4, solver=solver)

@@ -239,8 +239,8 @@ def time_projections(shape, tokens: int, device, dtype, timer) -> tuple[float, i
 def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.bfloat16, scan_configs=()):
     """3B layer: scan fwd+bwd vs in_proj + out_proj matmuls fwd+bwd (the 3B hybrid's Mamba-1 dimensions).
 
-    `scan_configs`: extra (sub-tile, num_warps, chunk length or None) to time (the default config is always
-    timed)."""
+    `scan_configs`: extra (solver or None, sub-tile, num_warps, chunk length or None) to time (the default
+    config is always timed)."""
     from thinkfast.ops.triton.selective_scan import selective_scan
 
     shape = SHAPES["3b"]
@@ -256,20 +256,20 @@ def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.b
     with torch.no_grad():
         scan_fwd_ms = timer(lambda: selective_scan(**t))
     sweep = []
-    for cfg in scan_configs:
-        chunk, warps, clen = (tuple(cfg) + (None,))[:3]
+    for solver, chunk, warps, clen in scan_configs:
+        kw = dict(solver=solver, chunk_size=chunk, chunk_len=clen, num_warps=warps)
 
-        def fb(chunk=chunk, warps=warps, clen=clen):
-            selective_scan(**t, chunk_size=chunk, chunk_len=clen, num_warps=warps).backward(gy)
+        def fb(kw=kw):
+            selective_scan(**t, **kw).backward(gy)
 
-        def fw(chunk=chunk, warps=warps, clen=clen):
+        def fw(kw=kw):
             with torch.no_grad():
-                selective_scan(**t, chunk_size=chunk, chunk_len=clen, num_warps=warps)
+                selective_scan(**t, **kw)
+        row = dict(solver=solver or "default", chunk=chunk, num_warps=warps, chunk_len=clen)
         try:
-            sweep.append(dict(chunk=chunk, num_warps=warps, chunk_len=clen, scan_fwd_ms=round(timer(fw), 4),
-                              scan_fwd_bwd_ms=round(timer(fb), 4)))
+            sweep.append(dict(row, scan_fwd_ms=round(timer(fw), 4), scan_fwd_bwd_ms=round(timer(fb), 4)))
         except Exception as err:  # e.g. out of registers / shared memory: recorded, not fatal
-            sweep.append(dict(chunk=chunk, num_warps=warps, chunk_len=clen, error=repr(err)[:300]))
+            sweep.append(dict(row, error=repr(err)[:300]))
     return dict(batch=batch, length=length, shape="3b", in_proj=f"{dm}->{proj_out}", out_proj=f"{d}->{dm}",
                 scan_config_sweep=sweep,
                 matmul_fwd_bwd_ms=round(mm_ms, 4), matmul_tflops=round(flops / (mm_ms * 1e-3) / 1e12, 1),
@@ -328,12 +328,12 @@ def markdown(result) -> str:
                   f"target (< 1) {'met' if c['target_met'] else 'MISSED'}."]
         for sw in c.get("scan_config_sweep", []):
             clen = sw.get("chunk_len") or "default"
+            head = (f"- scan solver {sw.get('solver', 'default')}, sub-tile {sw['chunk']}, {sw['num_warps']} warps, "
+                    f"chunk length {clen}: ")
             if "error" in sw:
-                lines.append(f"- scan sub-tile {sw['chunk']}, {sw['num_warps']} warps, chunk length {clen}: "
-                             f"error {sw['error']}")
+                lines.append(head + f"error {sw['error']}")
             else:
-                lines.append(f"- scan sub-tile {sw['chunk']}, {sw['num_warps']} warps, chunk length {clen}: "
-                             f"fwd {sw['scan_fwd_ms']} ms, fwd+bwd {sw['scan_fwd_bwd_ms']} ms")
+                lines.append(head + f"fwd {sw['scan_fwd_ms']} ms, fwd+bwd {sw['scan_fwd_bwd_ms']} ms")
     decode = [r for r in result["rows"] if r.get("kernel") == "mamba1_step" and r.get("shape") == "3b"
               and r.get("batch", 0) >= 256]
     if decode:

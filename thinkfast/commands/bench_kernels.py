@@ -8,19 +8,23 @@ from thinkfast.commands.bench_group import get_bench_subparsers, parse_ints, par
 from thinkfast.errors import ThinkfastError
 
 
-def _configs(text: str) -> list[tuple[int, int, int | None]]:
+def _configs(text: str) -> list[tuple[str | None, int, int, int | None]]:
+    """'seq:16x1x256,tile:8x2' -> [(solver or None, sub-tile, warps, chunk length or None)]."""
     out = []
     for item in (v.strip() for v in text.split(",")):
         if not item:
             continue
+        solver, _, dims = item.rpartition(":")
         try:
-            parts = [int(v) for v in item.lower().split("x")]
+            if solver not in ("", "seq", "tile"):
+                raise ValueError(item)
+            parts = [int(v) for v in dims.lower().split("x")]
             if len(parts) not in (2, 3):
                 raise ValueError(item)
-            out.append((parts[0], parts[1], parts[2] if len(parts) == 3 else None))
+            out.append((solver or None, parts[0], parts[1], parts[2] if len(parts) == 3 else None))
         except ValueError as err:
-            raise ThinkfastError(f"--scan-configs items look like 16x4 or 16x4x128 (sub-tile x warps [x chunk "
-                                 f"length]), got {item!r}") from err
+            raise ThinkfastError(f"--scan-configs items look like 16x4, 16x4x128 or seq:16x1x256 ([solver:]sub-tile "
+                                 f"x warps [x chunk length]), got {item!r}") from err
     return out
 
 
@@ -38,9 +42,9 @@ def register(subparsers) -> None:
     p.add_argument("--scan-batch", type=int, default=4, help="batch for the sequence kernels")
     p.add_argument("--no-ssd", action="store_true", help="skip the fla SSD timings")
     p.add_argument("--no-compare", action="store_true", help="skip scan vs in/out_proj matmul comparison")
-    p.add_argument("--scan-configs", default="8x4x64,16x4x64,16x4x256,16x8x128,32x8x128",
-                   help="extra scan configs timed in the 3B comparison: sub-tile x num_warps [x chunk length "
-                        "(time steps per program)]; '' for none")
+    p.add_argument("--scan-configs", default="seq:16x1x256,seq:16x2x256,seq:8x1x128,seq:32x1x512,tile:8x2x64",
+                   help="extra scan configs timed in the 3B comparison: [seq: or tile:]sub-tile x num_warps "
+                        "[x chunk length (time steps per program)]; '' for none")
     p.add_argument("--allow-cpu", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_run)
 

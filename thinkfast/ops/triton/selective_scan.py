@@ -43,6 +43,13 @@ from thinkfast.ops.triton._common import (
     last_dim_contiguous,
     softplus,
 )
+from thinkfast.ops.triton.selective_scan_seq import (
+    _ss_bwd_local_seq_kernel,
+    _ss_bwd_seq_kernel,
+    _ss_fwd_seq_kernel,
+)
+
+DEFAULT_SOLVER = "seq"
 
 
 @triton.jit
@@ -384,25 +391,33 @@ def _env_int(name):
     return int(v) if v else None
 
 
-def _config(cpg: int, n: int, length: int, batch: int, groups: int, chunk_size=None, chunk_len=None,
-            num_warps=None) -> tuple[int, int, int]:
-    """(T, CL, num_warps): sub-tile T (power of two; the (T, CPG, N) tile lives in registers),
-    chunk length CL (a multiple of T: one program per chunk) and warps.
+SOLVERS = ("seq", "tile")
 
-    Defaults (the best of a sweep on an H200 at the 3B shape, see docs/kernels.md):
-    T*CPG*N = 2048 tile elements (T = 8 at CPG = N = 16), 2 warps, and CL = 8 sub-tiles, shortened until there are enough programs
-    to fill the GPU.  Overrides: arguments, or THINKFAST_SCAN_CHUNK / THINKFAST_SCAN_CHUNK_LEN
-    / THINKFAST_SCAN_WARPS.
+
+def _config(cpg: int, n: int, length: int, batch: int, groups: int, chunk_size=None, chunk_len=None,
+            num_warps=None, solver=None) -> tuple[str, int, int, int]:
+    """(solver, T, CL, num_warps): the in-chunk solver, sub-tile T (power of two), chunk length
+    CL (a multiple of T: one program per chunk) and warps.
+
+    solver "tile" (`tl.associative_scan` over (T, CPG, N) tiles): T*CPG*N = 2048 tile elements
+    (T = 8 at CPG = N = 16), 2 warps, CL = 8 sub-tiles.  solver "seq" (one time step at a time,
+    `selective_scan_seq.py`): T = 16 (how often the forward saves the state for the backward),
+    1 warp, CL = 16 sub-tiles.  Either way CL is shortened until there are enough programs to
+    fill the GPU.  Overrides: arguments, or THINKFAST_SCAN_SOLVER / THINKFAST_SCAN_CHUNK /
+    THINKFAST_SCAN_CHUNK_LEN / THINKFAST_SCAN_WARPS.
     """
+    solver = solver or os.environ.get("THINKFAST_SCAN_SOLVER") or DEFAULT_SOLVER
+    if solver not in SOLVERS:
+        raise ValueError(f"scan solver must be one of {SOLVERS}, got {solver!r}")
     chunk_size = chunk_size or _env_int("THINKFAST_SCAN_CHUNK")
     chunk_len = chunk_len or _env_int("THINKFAST_SCAN_CHUNK_LEN")
     num_warps = num_warps or _env_int("THINKFAST_SCAN_WARPS")
     if chunk_size is None:
-        chunk_size = max(2, min(64, triton.next_power_of_2(max(1, 2048 // (cpg * n)))))
+        chunk_size = 16 if solver == "seq" else max(2, min(64, triton.next_power_of_2(max(1, 2048 // (cpg * n)))))
     if not is_pow2(chunk_size):
         raise ValueError(f"chunk_size must be a power of two, got {chunk_size}")
     if chunk_len is None:
-        subs = 8
+        subs = 16 if solver == "seq" else 8
         # at least ~16 programs per SM-sized slot (assume ~132 SMs) when the sequence allows
         while subs > 1 and batch * groups * triton.cdiv(length, subs * chunk_size) < 2048:
             subs //= 2
@@ -411,8 +426,8 @@ def _config(cpg: int, n: int, length: int, batch: int, groups: int, chunk_size=N
         raise ValueError(f"chunk_len ({chunk_len}) must be a multiple of chunk_size ({chunk_size})")
     if num_warps is None:
         tile = chunk_size * cpg * n
-        num_warps = 2 if tile <= 2048 else (4 if tile <= 4096 else 8)
-    return chunk_size, chunk_len, num_warps
+        num_warps = 1 if solver == "seq" else (2 if tile <= 2048 else (4 if tile <= 4096 else 8))
+    return solver, chunk_size, chunk_len, num_warps
 
 
 def supported(x, A, B) -> bool:
@@ -431,7 +446,7 @@ def _combine_grid(b, dn, block=1024):
 class SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, z, dt_bias, initial_state, reset, softplus_flag, chunk_size, chunk_len,
-                num_warps):
+                num_warps, solver):
         b, L, d = x.shape
         n = A.shape[1]
         G = B.shape[2]
@@ -445,7 +460,8 @@ class SelectiveScanFn(torch.autograd.Function):
         rs = reset.to(torch.uint8).contiguous() if reset is not None else None
         need_grad = any(ctx.needs_input_grad[:9])
         ctx.set_materialize_grads(False)
-        T, CL, warps = _config(cpg, n, L, b, G, chunk_size, chunk_len, num_warps)
+        solver, T, CL, warps = _config(cpg, n, L, b, G, chunk_size, chunk_len, num_warps, solver)
+        fwd_kernel = _ss_fwd_seq_kernel if solver == "seq" else _ss_fwd_kernel
         n_chunks = triton.cdiv(L, CL)
         n_tiles = triton.cdiv(L, T)
         dev = x.device
@@ -467,7 +483,7 @@ class SelectiveScanFn(torch.autograd.Function):
             # F1: local final states and decays of chunks 0..n-2; F2: entry state of every chunk
             hin = torch.empty(b, n_chunks, d, n, device=dev, dtype=torch.float32)
             Q = torch.empty(b, n_chunks, d, n, device=dev, dtype=torch.float32)
-            _ss_fwd_kernel[(G, b, n_chunks - 1)](
+            fwd_kernel[(G, b, n_chunks - 1)](
                 x, dt, zz, B, C, A, Dp, bp, hT, rp, y, hin, Q, hT,
                 L, CL, d, n_tiles, n_chunks * d * n, d * n, *strides,
                 HAS_HIN=False, LOCAL=True, WRITE_HOUT=False, STORE_STATES=False, STORE_Q=False, **common)
@@ -479,7 +495,7 @@ class SelectiveScanFn(torch.autograd.Function):
             hin_args = (h0, d * n, 0)
         else:
             hin_args = (None, 0, 0)
-        _ss_fwd_kernel[(G, b, n_chunks)](
+        fwd_kernel[(G, b, n_chunks)](
             x, dt, zz, B, C, A, Dp, bp, hin_args[0] if hin_args[0] is not None else hT, rp, y, hT,
             Q if Q is not None else hT, hc,
             L, CL, d, n_tiles, hin_args[1], hin_args[2], *strides,
@@ -487,7 +503,7 @@ class SelectiveScanFn(torch.autograd.Function):
             STORE_Q=need_grad and Q is not None, **common)
         if need_grad:
             ctx.save_for_backward(x, dt, z, A, B, C, Df, biasf, rs, hc, Q)
-            ctx.meta = (T, CL, warps, softplus_flag, initial_state is not None,
+            ctx.meta = (solver, T, CL, warps, softplus_flag, initial_state is not None,
                         D.dtype if D is not None else None, dt_bias.dtype if dt_bias is not None else None,
                         B.dtype, C.dtype, initial_state.dtype if initial_state is not None else None)
         return y, hT
@@ -497,7 +513,7 @@ class SelectiveScanFn(torch.autograd.Function):
         x, dt, z, A, B, C, Df, biasf, rs, hc, Q = ctx.saved_tensors
         if dy is None:
             dy = torch.zeros_like(x)
-        T, CL, warps, softplus_flag, has_h0, D_dtype, bias_dtype, B_dtype, C_dtype, h0_dtype = ctx.meta
+        solver, T, CL, warps, softplus_flag, has_h0, D_dtype, bias_dtype, B_dtype, C_dtype, h0_dtype = ctx.meta
         b, L, d = x.shape
         n = A.shape[1]
         G = B.shape[2]
@@ -526,7 +542,8 @@ class SelectiveScanFn(torch.autograd.Function):
         if n_chunks > 1:
             # B1: local adjoint carries of chunks 1..n-1; B2: W_{c+1} for every chunk
             W = torch.empty(b, n_chunks, d, n, device=dev, dtype=torch.float32)
-            _ss_bwd_local_kernel[(G, b, n_chunks - 1)](
+            local_kernel = _ss_bwd_local_seq_kernel if solver == "seq" else _ss_bwd_local_kernel
+            local_kernel[(G, b, n_chunks - 1)](
                 dt, zz, C, A, bp, rp, dy, W, L, CL, d,
                 dt.stride(0), dt.stride(1), zz.stride(0), zz.stride(1), C.stride(0), C.stride(1), C.stride(2),
                 *rs_strides, dy.stride(0), dy.stride(1), **flags)
@@ -538,34 +555,39 @@ class SelectiveScanFn(torch.autograd.Function):
             w_args = (dhT, d * n, 0)
         else:
             w_args = (None, 0, 0)
-        _ss_bwd_kernel[(G, b, n_chunks)](
-            x, dt, zz, B, C, A, Dp, bp, rp, hc, dy, w_args[0] if w_args[0] is not None else dA,
-            dx, ddt, dz if dz is not None else dx, dB, dC, dA, dD, dbias, dh0,
-            L, CL, d, n_tiles, w_args[1], w_args[2],
-            x.stride(0), x.stride(1), dt.stride(0), dt.stride(1), zz.stride(0), zz.stride(1),
-            B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1), C.stride(2),
-            *rs_strides, dy.stride(0), dy.stride(1),
-            HAS_D=Df is not None, HAS_W=w_args[0] is not None, **flags)
+        args = (x, dt, zz, B, C, A, Dp, bp, rp, hc, dy, w_args[0] if w_args[0] is not None else dA,
+                dx, ddt, dz if dz is not None else dx, dB, dC, dA, dD, dbias, dh0,
+                L, CL, d, n_tiles, w_args[1], w_args[2],
+                x.stride(0), x.stride(1), dt.stride(0), dt.stride(1), zz.stride(0), zz.stride(1),
+                B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1), C.stride(2),
+                *rs_strides, dy.stride(0), dy.stride(1))
+        if solver == "seq":
+            # (programs, T + 1, CPG, N) fp32: each program's states over one sub-tile
+            scratch = torch.empty(G * b * n_chunks, T + 1, cpg, n, device=dev, dtype=torch.float32)
+            args = (*args, scratch)
+        bwd_kernel = _ss_bwd_seq_kernel if solver == "seq" else _ss_bwd_kernel
+        bwd_kernel[(G, b, n_chunks)](*args, HAS_D=Df is not None, HAS_W=w_args[0] is not None, **flags)
         gA = dA.sum((0, 1))
         gD = dD.sum((0, 1)).to(D_dtype) if D_dtype is not None else None
         gbias = dbias.sum((0, 1)).to(bias_dtype) if bias_dtype is not None else None
         gh0 = dh0.to(h0_dtype) if has_h0 else None
-        return dx, ddt, gA, dB, dC, gD, dz, gbias, gh0, None, None, None, None, None
+        return dx, ddt, gA, dB, dC, gD, dz, gbias, gh0, None, None, None, None, None, None
 
 
 def selective_scan(
     x, dt, A, B, C, D=None, z=None, dt_bias=None, softplus=True, initial_state=None, reset=None,
-    return_final_state=False, chunk_size=None, chunk_len=None, num_warps=None, chunk_size_bwd=None,
+    return_final_state=False, chunk_size=None, chunk_len=None, num_warps=None, chunk_size_bwd=None, solver=None,
 ):
     """Triton selective scan; arguments and results as `selective_scan_ref`.
 
-    `chunk_size`: sub-tile length T (power of two); `chunk_len`: time steps per program (a
-    multiple of T); `num_warps`.  `chunk_size_bwd` is accepted for compatibility and must
+    `solver`: "seq" (one time step at a time, the default) or "tile" (associative scan over
+    (T, CPG, N) tiles); `chunk_size`: sub-tile length T (power of two); `chunk_len`: time steps
+    per program (a multiple of T); `num_warps`.  `chunk_size_bwd` is accepted for compatibility and must
     equal `chunk_size` if given (forward and backward share the sub-tile grid).
     """
     if chunk_size_bwd is not None and chunk_size is not None and chunk_size_bwd != chunk_size:
         raise ValueError("chunk_size_bwd must equal chunk_size (the backward reuses the forward's sub-tile states)")
     chunk_size = chunk_size or chunk_size_bwd
     y, hT = SelectiveScanFn.apply(x, dt, A, B, C, D, z, dt_bias, initial_state, reset, softplus,
-                                  chunk_size, chunk_len, num_warps)
+                                  chunk_size, chunk_len, num_warps, solver)
     return (y, hT) if return_final_state else y
