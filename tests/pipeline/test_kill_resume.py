@@ -3,7 +3,7 @@ a checkpoint write, during the KD file append, during a sample-store append -- t
 must finish with exactly the results of a run never interrupted, leave no temporary or lock file, no
 checkpoint, and no process of the killed run alive.
 
-Every run happens in a forked child (one thread, its own process group); `THINKFAST_FAULT` makes the child
+Every run happens in a child forked from a clean fork server (one thread, its own process group); `THINKFAST_FAULT` makes the child
 SIGKILL itself at a named point (thinkfast/faults.py), so nothing of it runs afterwards -- no `finally`,
 no cleanup -- exactly as an out-of-memory kill or a lost machine.
 """
@@ -55,36 +55,45 @@ def _config(teacher: str, out_dir) -> dict:
     }
 
 
-def run_child(cfg: dict, fault: str | None = None) -> tuple[int, int]:
-    """Run the pipeline in a forked child; returns (wait status, child pid = its process group)."""
-    pid = os.fork()
-    if pid == 0:  # child: never returns
-        code = 1
-        try:
-            os.setpgid(0, 0)
-            torch.set_num_threads(1)
-            if fault:
-                os.environ["THINKFAST_FAULT"] = fault
-            else:
-                os.environ.pop("THINKFAST_FAULT", None)
-            run_pipeline(load_config(RunConfig, cfg))
-            code = 0
-        except BaseException:  # noqa: BLE001 - report, then leave without pytest's machinery
-            import traceback
+def _child(cfg: dict, fault: str | None) -> None:
+    """The pipeline run of `run_child`, in its own process group; exit 0 on success, 1 on an error."""
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        torch.set_num_threads(1)
+        if fault:
+            os.environ["THINKFAST_FAULT"] = fault
+        else:
+            os.environ.pop("THINKFAST_FAULT", None)
+        run_pipeline(load_config(RunConfig, cfg))
+        code = 0
+    except BaseException:  # noqa: BLE001 - report, then leave without pytest's machinery
+        import traceback
 
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + CHILD_TIMEOUT_S
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status, pid
-        if time.monotonic() > deadline:
-            os.killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail(f"pipeline child still running after {CHILD_TIMEOUT_S} s")
-        time.sleep(0.02)
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def run_child(cfg: dict, fault: str | None = None) -> tuple[int, int]:
+    """Run the pipeline in a child process; returns (wait status, child pid = its process group).
+
+    The child is forked from multiprocessing's fork server, a clean process, not from pytest's: where CUDA
+    is present, an earlier backward in this process has started autograd's device threads, and a child
+    forked from it cannot run a backward ("Unable to handle autograd's threading in combination with
+    fork-based multiprocessing")."""
+    import multiprocessing
+
+    proc = multiprocessing.get_context("forkserver").Process(target=_child, args=(cfg, fault))
+    proc.start()
+    proc.join(CHILD_TIMEOUT_S)
+    if proc.exitcode is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.join()
+        pytest.fail(f"pipeline child still running after {CHILD_TIMEOUT_S} s")
+    # as os.waitpid's status: the signal number when killed by one, else the exit code << 8
+    status = -proc.exitcode if proc.exitcode < 0 else proc.exitcode << 8
+    return status, proc.pid
 
 
 def group_members(pgid: int) -> list[int]:

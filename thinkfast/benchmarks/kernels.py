@@ -244,7 +244,8 @@ def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.b
     from thinkfast.ops.triton.selective_scan import selective_scan
 
     shape = SHAPES["3b"]
-    d = shape.d_inner
+    dm, d = shape.d_model, shape.d_inner
+    proj_out = d + shape.d_xb + shape.d_xb + d + math.ceil(dm / 16)  # z | x | B | C | dt_low
     mm_ms, flops = time_projections(shape, batch * length, device, dtype, timer)
     t = _scan_inputs(batch, length, shape, device, dtype, True)
     gy = torch.randn(batch, length, d, device=device, dtype=dtype)
