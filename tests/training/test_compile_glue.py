@@ -46,3 +46,13 @@ def test_compile_flag_reaches_the_student():
     model = _finish_student(_student(False), TrainConfig(compile=True))
     assert all(layer.compiled_glue for layer in model.model.layers)
     assert not any(layer.compiled_glue for layer in _finish_student(_student(False), TrainConfig()).model.layers)
+
+
+def test_compile_flag_reaches_the_teacher():
+    """The teacher's forward (no gradients) goes through the same compiled glue when training's `compile` is on."""
+    from thinkfast.training.recipes import freeze_teacher
+
+    teacher = freeze_teacher(_student(False), compile_glue=True)
+    assert all(layer.compiled_glue for layer in teacher.model.layers)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    assert not any(layer.compiled_glue for layer in freeze_teacher(_student(False)).model.layers)

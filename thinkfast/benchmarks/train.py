@@ -453,7 +453,7 @@ def run_train_bench(out_dir: str, shapes: list[str], recipes: list[str], quick: 
                     if student is None:
                         student = _student(shape, kind, device, train_config(recipe, overrides))
                     if recipe != "sft" and teacher is None:
-                        teacher = _teacher(shape, device, tdtype)
+                        teacher = _teacher(shape, device, tdtype, train_config(recipe, overrides))
                     rmicro = 1 if recipe == "mohawk1" else micro  # stage 1 holds (heads, L, L) matrices per layer
                     record = bench_step(recipe, shape_name, student, teacher if recipe != "sft" else None, batch,
                                         doc_lengths, rmicro, device, cfg["warmup"], cfg["steps"], peak["matmul_flops"],
@@ -497,12 +497,12 @@ def _student(shape: TrainShape, kind: str, device: torch.device, cfg):
     return _finish_student(build_models(shape, kind, device), cfg)
 
 
-def _teacher(shape: TrainShape, device: torch.device, dtype: torch.dtype):
-    """As recipes.teacher_stack: all-attention stack in the teacher dtype, eval, frozen."""
-    teacher = build_models(shape, "teacher", device, dtype).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
+def _teacher(shape: TrainShape, device: torch.device, dtype: torch.dtype, cfg):
+    """As recipes.teacher_stack: all-attention stack in the teacher dtype, eval, frozen, glue compiled with
+    `compile: true`."""
+    from thinkfast.training.recipes import freeze_teacher
+
+    return freeze_teacher(build_models(shape, "teacher", device, dtype), cfg.compile)
 
 
 # --------------------------------------------------------------------------- output

@@ -60,11 +60,18 @@ def load_hf_teacher(cfg: TrainConfig, device: torch.device):
     return model
 
 
-def teacher_stack(hf_teacher, dtype: torch.dtype, device: torch.device):
-    """The teacher as an all-attention ThinkfastForCausalLM: exact logits, handles packed rows."""
+def teacher_stack(hf_teacher, dtype: torch.dtype, device: torch.device, compile_glue: bool = False):
+    """The teacher as an all-attention ThinkfastForCausalLM: exact logits, handles packed rows.
+    `compile_glue`: training's `compile: true` applies to the teacher's forward as to the student's."""
     from thinkfast.convert import convert
 
     stack = convert(hf_teacher, target="attention").to(device=device, dtype=dtype).eval()
+    return freeze_teacher(stack, compile_glue)
+
+
+def freeze_teacher(stack, compile_glue: bool = False):
+    """Eval mode, no gradients, and the decoder blocks' glue compiled when training's `compile` is on."""
+    stack.eval().compile_glue(compile_glue)
     for p in stack.parameters():
         p.requires_grad_(False)
     return stack
@@ -219,7 +226,7 @@ def run_distill(cfg: TrainConfig, resume: bool = False, on_step=None) -> TrainRe
     with clock("load"):
         hf_teacher = load_hf_teacher(cfg, device)
         student = build_student(cfg, hf_teacher)
-        teacher = teacher_stack(hf_teacher, _teacher_dtype(cfg, device), device)
+        teacher = teacher_stack(hf_teacher, _teacher_dtype(cfg, device), device, cfg.compile)
         del hf_teacher
     fid = FidelityLog(cfg.output_dir, enabled=info.main)
     if cfg.align.max_steps:
@@ -316,7 +323,7 @@ def run_mohawk(cfg: TrainConfig, resume: bool = False, on_step=None) -> list[Tra
     loaders = [make_loader(st.data or cfg.data, cfg, tokenizer, info) for st in cfg.stages]
     hf_teacher = load_hf_teacher(cfg, device)
     student = build_student(cfg, hf_teacher)
-    teacher = teacher_stack(hf_teacher, _teacher_dtype(cfg, device), device)
+    teacher = teacher_stack(hf_teacher, _teacher_dtype(cfg, device), device, cfg.compile)
     del hf_teacher
     heldout = heldout_batches(cfg, tokenizer)
     fid = FidelityLog(cfg.output_dir, enabled=info.main)
