@@ -37,3 +37,19 @@ def softplus(v):
 def first_order_combine(a1, b1, a2, b2):
     # composition of h -> a1 h + b1 then h -> a2 h + b2
     return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def load_channel_params(A_ptr, bias_ptr, D_ptr, d0, offs_c, offs_n, N: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        HAS_D: tl.constexpr):
+    """A scan program's per-channel parameters, channels d0 + offs_c: the (CPG, N) offsets into A (d, N), A and
+    A * log2(e) (for exp2) in fp32, dt bias and D (CPG,) in fp32 (zeros when absent)."""
+    dn_off = (d0 + offs_c)[:, None] * N + offs_n[None, :]
+    A = tl.load(A_ptr + dn_off).to(tl.float32)
+    bias = tl.zeros(offs_c.shape, dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d0 + offs_c).to(tl.float32)
+    Dv = tl.zeros(offs_c.shape, dtype=tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + d0 + offs_c).to(tl.float32)
+    return dn_off, A, A * 1.4426950408889634, bias, Dv

@@ -41,6 +41,7 @@ from thinkfast.ops.triton._common import (
     first_order_combine,
     is_pow2,
     last_dim_contiguous,
+    load_channel_params,
     softplus,
 )
 from thinkfast.ops.triton.selective_scan_seq import (
@@ -99,14 +100,7 @@ def _ss_fwd_kernel(
     offs_c = tl.arange(0, CPG)
     offs_n = tl.arange(0, N)
     d0 = pid_g * CPG
-    dn_off = (d0 + offs_c)[:, None] * N + offs_n[None, :]
-    A2 = tl.load(A_ptr + dn_off).to(tl.float32) * 1.4426950408889634
-    bias = tl.zeros([CPG], dtype=tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d0 + offs_c).to(tl.float32)
-    Dv = tl.zeros([CPG], dtype=tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + d0 + offs_c).to(tl.float32)
+    dn_off, A, A2, bias, Dv = load_channel_params(A_ptr, bias_ptr, D_ptr, d0, offs_c, offs_n, N, HAS_BIAS, HAS_D)
     if HAS_HIN:
         h = tl.load(hin_ptr + pid_b * s_hin_b + pid_c * s_hin_c + dn_off).to(tl.float32)
     else:
@@ -215,11 +209,8 @@ def _ss_bwd_local_kernel(
     offs_c = tl.arange(0, CPG)
     offs_n = tl.arange(0, N)
     d0 = pid_g * CPG
-    dn_off = (d0 + offs_c)[:, None] * N + offs_n[None, :]
-    A2 = tl.load(A_ptr + dn_off).to(tl.float32) * 1.4426950408889634
-    bias = tl.zeros([CPG], dtype=tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d0 + offs_c).to(tl.float32)
+    # B1 has no D: A_ptr stands in for it, never read (HAS_D=False)
+    dn_off, A, A2, bias, _ = load_channel_params(A_ptr, bias_ptr, A_ptr, d0, offs_c, offs_n, N, HAS_BIAS, False)
     dt_base = dt_ptr + pid_b * s_dt_b + d0
     z_base = z_ptr + pid_b * s_z_b + d0
     C_base = C_ptr + pid_b * s_C_b + pid_g * s_C_g
@@ -291,15 +282,7 @@ def _ss_bwd_kernel(
     offs_c = tl.arange(0, CPG)
     offs_n = tl.arange(0, N)
     d0 = pid_g * CPG
-    dn_off = (d0 + offs_c)[:, None] * N + offs_n[None, :]
-    A = tl.load(A_ptr + dn_off).to(tl.float32)
-    A2 = A * 1.4426950408889634
-    bias = tl.zeros([CPG], dtype=tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d0 + offs_c).to(tl.float32)
-    Dv = tl.zeros([CPG], dtype=tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + d0 + offs_c).to(tl.float32)
+    dn_off, A, A2, bias, Dv = load_channel_params(A_ptr, bias_ptr, D_ptr, d0, offs_c, offs_n, N, HAS_BIAS, HAS_D)
     if HAS_W:
         gcar = tl.load(w_ptr + pid_b * s_w_b + pid_c * s_w_c + dn_off).to(tl.float32)
     else:
