@@ -84,6 +84,7 @@ def test_bench_train_command_writes_json_and_markdown(tmp_path):
     for r in steps:
         assert r["shape"] == "tiny" and r["tokens_per_s"] > 0 and 0 < r["mfu"] and "peak_memory_gb" in r
         assert r["tokens_per_step"] == 64 and not r["skipped_update"] and r["loss"] == r["loss"]  # finite
+    assert result["backends"]["scan_solver"] in ("seq", "tile")  # which scan produced the figures
     (scan,) = [r for r in result["records"] if r.get("kernel") == "selective_scan"]
     assert scan["shape"] == "tiny" and scan["fwd_bwd_ms"] > 0 and scan["projections_ms"] > 0
     md = (tmp_path / "bench_train.md").read_text()

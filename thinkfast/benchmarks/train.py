@@ -480,6 +480,10 @@ def _backends(device: torch.device) -> dict:
 
     out = {"triton": dispatch.triton_available(), "fla": dispatch.fla_available(),
            "forced_reference": dispatch.use_reference()}
+    if out["triton"]:
+        from thinkfast.ops.triton.selective_scan import resolve_solver
+
+        out["scan_solver"] = resolve_solver()  # the Mamba-1 scan's in-chunk solver (docs/kernels.md)
     if device.type == "cuda" and out["fla"]:
         try:
             from thinkfast.ops.triton.ssd_fla import fla_backward_ok

@@ -377,6 +377,14 @@ def _env_int(name):
 SOLVERS = ("seq", "tile")
 
 
+def resolve_solver(solver: str | None = None) -> str:
+    """The in-chunk solver a scan call uses: the argument, else THINKFAST_SCAN_SOLVER, else DEFAULT_SOLVER."""
+    solver = solver or os.environ.get("THINKFAST_SCAN_SOLVER") or DEFAULT_SOLVER
+    if solver not in SOLVERS:
+        raise ValueError(f"scan solver must be one of {SOLVERS}, got {solver!r}")
+    return solver
+
+
 def _config(cpg: int, n: int, length: int, batch: int, groups: int, chunk_size=None, chunk_len=None,
             num_warps=None, solver=None) -> tuple[str, int, int, int]:
     """(solver, T, CL, num_warps): the in-chunk solver, sub-tile T (power of two), chunk length
@@ -389,9 +397,7 @@ def _config(cpg: int, n: int, length: int, batch: int, groups: int, chunk_size=N
     fill the GPU.  Overrides: arguments, or THINKFAST_SCAN_SOLVER / THINKFAST_SCAN_CHUNK /
     THINKFAST_SCAN_CHUNK_LEN / THINKFAST_SCAN_WARPS.
     """
-    solver = solver or os.environ.get("THINKFAST_SCAN_SOLVER") or DEFAULT_SOLVER
-    if solver not in SOLVERS:
-        raise ValueError(f"scan solver must be one of {SOLVERS}, got {solver!r}")
+    solver = resolve_solver(solver)
     chunk_size = chunk_size or _env_int("THINKFAST_SCAN_CHUNK")
     chunk_len = chunk_len or _env_int("THINKFAST_SCAN_CHUNK_LEN")
     num_warps = num_warps or _env_int("THINKFAST_SCAN_WARPS")
