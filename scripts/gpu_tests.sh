@@ -37,7 +37,8 @@ run() {
     local start end rc
     start=$(date +%s)
     echo "=== $name: pytest $(printf "%q " "$@")(start $(date -u +%H:%M:%SZ))"
-    "$PY" -m pytest -q -p no:cacheprovider "$@"
+    # -v: one line per test as it ends, so a run cut short still says which tests failed
+    "$PY" -m pytest -v -rfE -p no:cacheprovider "$@"
     rc=$?
     end=$(date +%s)
     echo "=== $name: exit $rc, wall $((end - start)) s"
