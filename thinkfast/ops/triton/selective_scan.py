@@ -4,9 +4,11 @@ Same function as `thinkfast.ops.reference.selective_scan_ref`.
 
 Chunk-parallel over time (see docs/kernels.md for the figures).  The sequence is cut into
 chunks of CL steps; one program owns (B/C group, sequence, chunk), i.e. the CPG channels of
-one group (16 at the papers' 1B/3B shapes) for CL steps, and solves the recurrence
-h_t = a_t h_{t-1} + u_t over sub-tiles of T steps with `tl.associative_scan` over time,
-carrying its (CPG, N) fp32 state in registers from sub-tile to sub-tile.
+one group (16 at the papers' 1B/3B shapes) for CL steps, carrying its (CPG, N) fp32 state in
+registers.  Two in-chunk solvers share the launches below, the chunk combine and this file's
+autograd function: "seq" (the default, `selective_scan_seq.py`) walks the chunk one time step
+at a time; "tile" (this file's kernels) solves h_t = a_t h_{t-1} + u_t over sub-tiles of T
+steps with `tl.associative_scan` over time.
 
 Forward (three launches; one when the sequence fits in one chunk):
   F1 `_ss_fwd_kernel` (LOCAL): every chunk but the last from a zero state -> the chunk's
