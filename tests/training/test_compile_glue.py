@@ -1,5 +1,5 @@
-"""`compile: true`: the decoder blocks' norm / residual / MLP glue through torch.compile gives the eager
-forward and gradients (the mixers stay eager)."""
+"""`compile: true`: the decoder blocks' norm / residual / MLP glue and the attention mixers' RoPE through
+torch.compile give the eager forward and gradients (the mixers' kernels stay eager)."""
 
 import pytest
 import torch
@@ -45,6 +45,7 @@ def test_compile_flag_reaches_the_student():
 
     model = _finish_student(_student(False), TrainConfig(compile=True))
     assert all(layer.compiled_glue for layer in model.model.layers)
+    assert model.model.layers[1].mixer.compiled_glue  # the attention layer's RoPE
     assert not any(layer.compiled_glue for layer in _finish_student(_student(False), TrainConfig()).model.layers)
 
 

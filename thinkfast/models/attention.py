@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from thinkfast.models.config import ThinkfastConfig
-from thinkfast.models.rope import apply_rope, rope_cos_sin, rope_inv_freq
+from thinkfast.models.compiled_glue import compiled, rope_glue
+from thinkfast.models.rope import rope_inv_freq
 from thinkfast.models.sequence import SequenceInfo
 from thinkfast.ops import dispatch
 
@@ -43,10 +44,13 @@ class AttentionMixer(nn.Module):
         v = self.v_proj(x).view(b, l, self.n_kv, self.head_dim).transpose(1, 2)
         return q, k, v
 
-    def _qkv(self, x: torch.Tensor, position_ids: torch.Tensor):
+    compiled_glue = False  # set by ThinkfastForCausalLM.compile_glue (training's `compile: true`)
+
+    def _qkv(self, x: torch.Tensor, position_ids: torch.Tensor, compiled_rope: bool = False):
         q, k, v = self._project(x)
-        cos, sin = rope_cos_sin(self.inv_freq(x.device), position_ids, q.dtype)
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+        rope = compiled("rope") if compiled_rope else rope_glue
+        q, k = rope(q, k, position_ids, self.inv_freq(x.device))
+        return q, k, v
 
     def forward(
         self,
@@ -56,7 +60,7 @@ class AttentionMixer(nn.Module):
         slots: torch.Tensor | None = None,  # (b,) with state: prefill writes these slots
     ) -> torch.Tensor:
         b, l, _ = x.shape
-        q, k, v = self._qkv(x, seq.position_ids)
+        q, k, v = self._qkv(x, seq.position_ids, compiled_rope=self.compiled_glue and state is None)
         if state is not None:  # prefill: each row's real (right-aligned) tokens go to cache [0, n)
             self._write_prefill(state, k, v, slots, seq.valid_lengths)
         out = dispatch.attention(q, k, v, doc_ids=seq.doc_ids)  # (b, H, l, hd)

@@ -20,6 +20,7 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutput
 
 from thinkfast.models.attention import AttentionMixer
+from thinkfast.models.compiled_glue import compiled
 from thinkfast.models.config import ThinkfastConfig
 from thinkfast.models.layers import GatedMLP, RMSNorm
 from thinkfast.models.mamba1 import Mamba1Mixer
@@ -34,32 +35,6 @@ MIXER_CLASSES = {
     "mamba2": Mamba2Mixer,
     "discrete_mamba2": DiscreteMamba2Mixer,
 }
-
-
-def _norm_glue(h, weight, eps: float):
-    """RMSNorm.forward's arithmetic, as a function of tensors (compiled once for every layer)."""
-    dtype = h.dtype
-    xf = h.float()
-    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * xf.to(dtype)
-
-
-def _residual_mlp_glue(h, m, norm_weight, eps: float, w_gate, b_gate, w_up, b_up, w_down, b_down):
-    """h + m, then + GatedMLP(RMSNorm(h + m)): DecoderLayer.forward after the mixer."""
-    h = h + m
-    x = _norm_glue(h, norm_weight, eps)
-    return h + F.linear(F.silu(F.linear(x, w_gate, b_gate)) * F.linear(x, w_up, b_up), w_down, b_down)
-
-
-_GLUE = {"norm": _norm_glue, "residual_mlp": _residual_mlp_glue}
-_COMPILED: dict = {}
-COMPILE_OPTIONS: dict = {"dynamic": False}  # tests may pick another backend
-
-
-def _compiled(name: str):
-    if name not in _COMPILED:
-        _COMPILED[name] = torch.compile(_GLUE[name], **COMPILE_OPTIONS)
-    return _COMPILED[name]
 
 
 class DecoderLayer(nn.Module):
@@ -83,9 +58,9 @@ class DecoderLayer(nn.Module):
         """The same arithmetic with the glue in two torch.compile'd regions (the mixer stays eager: its Triton
         kernels are already fused): the first norm, then residual add + second norm + MLP + residual add."""
         n1, n2, mlp = self.input_layernorm, self.post_attention_layernorm, self.mlp
-        x = _compiled("norm")(h, n1.weight, n1.eps)
+        x = compiled("norm")(h, n1.weight, n1.eps)
         m = self.mixer(x, seq)
-        return _compiled("residual_mlp")(h, m, n2.weight, n2.eps, mlp.gate_proj.weight, mlp.gate_proj.bias,
+        return compiled("residual_mlp")(h, m, n2.weight, n2.eps, mlp.gate_proj.weight, mlp.gate_proj.bias,
                                           mlp.up_proj.weight, mlp.up_proj.bias, mlp.down_proj.weight, mlp.down_proj.bias)
 
     def step(self, h: torch.Tensor, positions: torch.Tensor, state, slots) -> torch.Tensor:
@@ -232,10 +207,13 @@ class ThinkfastForCausalLM(PreTrainedModel, GenerationMixin):
 
     # --------------------------------------------------------------- helpers
     def compile_glue(self, enabled: bool = True) -> "ThinkfastForCausalLM":
-        """torch.compile each decoder block's norms, residual adds and MLP in the full pass (training);
-        mixers, prefill and decode steps are unchanged."""
+        """torch.compile each decoder block's norms, residual adds and MLP, and the attention mixers' RoPE, in
+        the full pass (training; `thinkfast.models.compiled_glue`); the mixers' kernels, prefill and decode steps
+        are unchanged."""
         for layer in self.model.layers:
             layer.compiled_glue = enabled
+            if isinstance(layer.mixer, AttentionMixer):
+                layer.mixer.compiled_glue = enabled  # its RoPE (cos / sin and the rotation of q and k)
         return self
 
     def cast_ssm_params_fp32(self) -> "ThinkfastForCausalLM":
