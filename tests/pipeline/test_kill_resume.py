@@ -11,6 +11,7 @@ no cleanup -- exactly as an out-of-memory kill or a lost machine.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -75,6 +76,11 @@ def _child(cfg: dict, fault: str | None) -> None:
         os._exit(code)
 
 
+_FORK_SERVER = multiprocessing.get_context("forkserver")
+# the server imports these once; every child is forked with them loaded (a fresh import of torch is seconds)
+_FORK_SERVER.set_forkserver_preload(["torch", "thinkfast.pipeline", __name__])
+
+
 def run_child(cfg: dict, fault: str | None = None) -> tuple[int, int]:
     """Run the pipeline in a child process; returns (wait status, child pid = its process group).
 
@@ -82,9 +88,7 @@ def run_child(cfg: dict, fault: str | None = None) -> tuple[int, int]:
     is present, an earlier backward in this process has started autograd's device threads, and a child
     forked from it cannot run a backward ("Unable to handle autograd's threading in combination with
     fork-based multiprocessing")."""
-    import multiprocessing
-
-    proc = multiprocessing.get_context("forkserver").Process(target=_child, args=(cfg, fault))
+    proc = _FORK_SERVER.Process(target=_child, args=(cfg, fault))
     proc.start()
     proc.join(CHILD_TIMEOUT_S)
     if proc.exitcode is None:
