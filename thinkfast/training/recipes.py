@@ -65,8 +65,7 @@ def teacher_stack(hf_teacher, dtype: torch.dtype, device: torch.device, compile_
     `compile_glue`: training's `compile: true` applies to the teacher's forward as to the student's."""
     from thinkfast.convert import convert
 
-    stack = convert(hf_teacher, target="attention").to(device=device, dtype=dtype).eval()
-    return freeze_teacher(stack, compile_glue)
+    return freeze_teacher(convert(hf_teacher, target="attention").to(device=device, dtype=dtype), compile_glue)
 
 
 def freeze_teacher(stack, compile_glue: bool = False):
