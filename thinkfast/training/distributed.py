@@ -81,12 +81,16 @@ def wrap(module: nn.Module, info: DistInfo, strategy: str, device: torch.device,
     if not info.enabled:
         return module
     if strategy == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
+        # the mesh names the device type: left implicit, FSDP2 picks CUDA whenever a GPU is visible, even for a
+        # run asked to train on the CPU (parameters move to cuda:0, and a second rank finds no cuda:1)
+        mesh = init_device_mesh(device.type, (info.world_size,))
         for sub in module.modules():
             if block_types and isinstance(sub, block_types) and any(p.requires_grad for p in sub.parameters()):
-                fully_shard(sub)
-        fully_shard(module)
+                fully_shard(sub, mesh=mesh)
+        fully_shard(module, mesh=mesh)
         return module
     from torch.nn.parallel import DistributedDataParallel
 
