@@ -45,6 +45,18 @@ def test_matches_reference_ragged_gqa(b, H, n_kv, T, d, splits):
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("splits", [1, 3])  # one split stores the output itself; three go through the merge
+def test_positions_with_length_offset(splits):
+    """Decode passes the new token's positions (int64) and offset 1 instead of launching `positions + 1`."""
+    from thinkfast.ops.triton.decode_attention import decode_attention_triton
+
+    q, k, v, slots, lengths = _case(3, 4, 6, 2, 40, 16, slots_total=6)
+    ref = decode_attention_ref(q, k, v, slots, lengths)
+    out = decode_attention_triton(q, k, v, slots.to(torch.int32), (lengths - 1).to(torch.int64), num_splits=splits,
+                                  block_n=16, length_offset=1)
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
+
+
 def test_reads_only_the_context():
     """Garbage (NaN) past each sequence's length must not leak into the output."""
     from thinkfast.ops.triton.decode_attention import decode_attention_triton

@@ -19,9 +19,12 @@ def _model(name):
     return tiny_student(MIXES[name], **extra)
 
 
+@pytest.mark.parametrize("stacked", [False, True], ids=["qkv_separate", "qkv_stacked"])
 @pytest.mark.parametrize("name", sorted(MIXES))
-def test_prefill_then_steps_equals_full_forward(name):
+def test_prefill_then_steps_equals_full_forward(name, stacked):
     model = _model(name)
+    if stacked:  # the Engine's decode: one GEMM over the stacked q/k/v weights
+        model.stack_decode_projections()
     ids = torch.randint(0, 96, (3, 21))
     with torch.no_grad():
         full = model(ids).logits  # (3, 21, V)
@@ -81,3 +84,28 @@ def test_decode_state_bytes_by_kind():
     cfg = model.config
     assert sizes["kv"] == 2 * 100 * cfg.num_key_value_heads * cfg.head_dim * 4
     assert sizes["recurrent"] == cfg.d_xb * 3 * 4 + cfg.d_inner * 16 * 4
+
+
+def test_stacked_qkv_follows_weight_updates():
+    """The stacked copy is refilled in place (captured CUDA graphs keep its address) and follows training."""
+    model = _model("mixed_all")
+    model.stack_decode_projections()
+    mixer = model.model.layers[0].mixer
+    buffer = mixer.decode_qkv[0]
+    with torch.no_grad():
+        for p in (mixer.q_proj.weight, mixer.k_proj.weight, mixer.v_proj.weight):
+            p.add_(0.05 * torch.randn_like(p))  # what an optimizer step does: in place
+    ids = torch.randint(0, 96, (2, 10))
+
+    def last_step_logits():
+        state = model.allocate_state(num_slots=2, max_len=16)
+        slots = torch.arange(2)
+        model.prefill(ids[:, :9], state, slots)
+        return model.step(ids[:, 9], state, slots)
+
+    with torch.no_grad():
+        full = model(ids).logits[:, 9]
+    assert (last_step_logits() - full).abs().max() > 1e-3  # stale copy: decode no longer matches the weights
+    model.stack_decode_projections()
+    assert mixer.decode_qkv[0].data_ptr() == buffer.data_ptr()
+    assert (last_step_logits() - full).abs().max() <= 1e-4

@@ -146,6 +146,9 @@ class Engine:
             model = model.to(self.dtype)
             model.cast_ssm_params_fp32()
         self.model = model.eval()
+        # decode's one q/k/v GEMM per attention layer reads a stacked copy of the weights: made before the
+        # planner measures free memory, refilled at every generate (the weights may have been trained since)
+        self.model.stack_decode_projections()
         self.tokenizer = tokenizer
         self.max_len = int(max_len)
         self.sync_every = max(1, int(sync_every))
@@ -319,6 +322,7 @@ class Engine:
         if sample_ids is not None and len(sample_ids) != n:
             raise ThinkfastError(f"{len(sample_ids)} sample_ids for n={n}")
         self.check_prompts(prompt_ids, params)
+        self.model.stack_decode_projections()
         mode = SamplerMode.from_params(params)
         base_seed = params.seed if params.seed is not None else random.getrandbits(62)
         queue = deque(_Request(i, ids, list(range(n)), i if keys is None else int(keys[i]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from thinkfast.models.config import ThinkfastConfig
@@ -45,6 +46,33 @@ class AttentionMixer(nn.Module):
         return q, k, v
 
     compiled_glue = False  # set by ThinkfastForCausalLM.compile_glue (training's `compile: true`)
+    # decode's stacked q/k/v weight (and bias): one GEMM instead of three; None until stack_decode_projections
+    decode_qkv: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    def stack_decode_projections(self) -> None:
+        """(Re)fill decode's stacked copy of the q, k and v weights (and biases), rows [q; k; v].
+
+        At decode batch sizes the k and v GEMMs (2 x Hkv x hd outputs: 128 at Qwen-0.5B) cost a launch each and
+        run far below bandwidth; one GEMM over the stacked rows does all three. The copy is refilled in place,
+        so CUDA graphs captured over it stay valid: the Engine calls this when it starts and at every
+        `generate`, after any training step has changed the weights. The full pass never reads it."""
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        weight = projs[0].weight
+        rows = sum(p.weight.shape[0] for p in projs)
+        has_bias = projs[0].bias is not None
+        old = self.decode_qkv
+        if old is None or old[0].shape[0] != rows or old[0].dtype != weight.dtype or old[0].device != weight.device:
+            old = (torch.empty(rows, weight.shape[1], dtype=weight.dtype, device=weight.device),
+                   torch.empty(rows, dtype=projs[0].bias.dtype, device=weight.device) if has_bias else None)
+        with torch.no_grad():
+            start = 0
+            for p in projs:
+                n = p.weight.shape[0]
+                old[0][start:start + n].copy_(p.weight)
+                if has_bias:
+                    old[1][start:start + n].copy_(p.bias)
+                start += n
+        self.decode_qkv = old
 
     def _qkv(self, x: torch.Tensor, position_ids: torch.Tensor, compiled_rope: bool = False):
         q, k, v = self._project(x)
@@ -89,9 +117,18 @@ class AttentionMixer(nn.Module):
         state: dict[str, torch.Tensor],
         slots: torch.Tensor,  # (b,)
     ) -> torch.Tensor:
-        q, k, v = self._project(x[:, None])  # (b, H|Hkv, 1, hd)
+        b, hd = x.shape[0], self.head_dim
+        if self.decode_qkv is not None:  # one GEMM; q, k and v are column views of its output
+            qkv = F.linear(x, *self.decode_qkv)  # (b, (H + 2 Hkv) hd)
+            nq, nk = self.n_heads * hd, self.n_kv * hd
+            q = qkv[:, :nq].view(b, self.n_heads, hd)  # (b, H, hd), row stride (H + 2 Hkv) hd
+            k = qkv[:, nq:nq + nk].view(b, self.n_kv, hd)  # (b, Hkv, hd)
+            v = qkv[:, nq + nk:].view(b, self.n_kv, hd)
+        else:
+            q, k, v = (t[:, :, 0] for t in self._project(x[:, None]))  # (b, H|Hkv, hd)
         # RoPE on q and k, k and v into the caches: one launch (the eager glue was ~18 small kernels)
-        q = dispatch.rope_kv_write(q[:, :, 0], k[:, :, 0], v[:, :, 0], positions, self.inv_freq(x.device),
+        q = dispatch.rope_kv_write(q, k, v, positions, self.inv_freq(x.device),
                                    state["k"], state["v"], slots)  # (b, H, hd)
-        out = dispatch.decode_attention(q, state["k"], state["v"], slots, positions + 1)  # (b, H, hd)
-        return self.o_proj(out.reshape(x.shape[0], self.n_heads * self.head_dim))
+        # the context is positions + 1 tokens (the new one included): the kernel adds the 1
+        out = dispatch.decode_attention(q, state["k"], state["v"], slots, positions, length_offset=1)  # (b, H, hd)
+        return self.o_proj(out.reshape(b, self.n_heads * hd))

@@ -63,13 +63,15 @@ class DecoderLayer(nn.Module):
         return compiled("residual_mlp")(h, m, n2.weight, n2.eps, mlp.gate_proj.weight, mlp.gate_proj.bias,
                                           mlp.up_proj.weight, mlp.up_proj.bias, mlp.down_proj.weight, mlp.down_proj.bias)
 
-    def step(self, h: torch.Tensor, positions: torch.Tensor, state, slots) -> torch.Tensor:
-        # same arithmetic as forward; on GPU each norm (with the residual add before it) and the
-        # MLP activation is one launch instead of ~7 eager kernels (decode_fused.py)
+    def step(self, h: torch.Tensor, delta: torch.Tensor | None, positions: torch.Tensor, state,
+             slots) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same arithmetic as forward, for decode rows (b, d). The residual stream arrives as (h, delta) with the
+        previous layer's MLP output not yet added, and leaves the same way: each residual add is done by the norm
+        kernel after it (decode_fused.py: one launch for add + norm instead of ~7 eager kernels)."""
         norm1, norm2 = self.input_layernorm, self.post_attention_layernorm
-        _, x = dispatch.add_rms_norm(h, None, norm1.weight, norm1.eps)
+        h, x = dispatch.add_rms_norm(h, delta, norm1.weight, norm1.eps)
         h, x = dispatch.add_rms_norm(h, self.mixer.step(x, positions, state, slots), norm2.weight, norm2.eps)
-        return h + self.mlp.step(x)
+        return h, self.mlp.step(x)
 
 
 class DecoderStack(nn.Module):
@@ -198,12 +200,12 @@ class ThinkfastForCausalLM(PreTrainedModel, GenerationMixin):
     ) -> torch.Tensor:
         """Append one token to each slot's context; return next-token logits (b, vocab)."""
         positions = state.lengths[slots]  # (b,)
-        h = self.model.embed_tokens(input_ids)
+        h, delta = self.model.embed_tokens(input_ids), None  # (b, d); delta: the last MLP output, not yet added
         for layer, layer_state in zip(self.model.layers, state.layers):
-            h = layer.step(h, positions, layer_state, slots)
+            h, delta = layer.step(h, delta, positions, layer_state, slots)
         state.lengths[slots] = positions + 1
         norm = self.model.norm
-        return self.logits(dispatch.add_rms_norm(h, None, norm.weight, norm.eps)[1])
+        return self.logits(dispatch.add_rms_norm(h, delta, norm.weight, norm.eps)[1])
 
     # --------------------------------------------------------------- helpers
     def compile_glue(self, enabled: bool = True) -> "ThinkfastForCausalLM":
@@ -214,6 +216,13 @@ class ThinkfastForCausalLM(PreTrainedModel, GenerationMixin):
             layer.compiled_glue = enabled
             if isinstance(layer.mixer, AttentionMixer):
                 layer.mixer.compiled_glue = enabled  # its RoPE (cos / sin and the rotation of q and k)
+        return self
+
+    def stack_decode_projections(self) -> "ThinkfastForCausalLM":
+        """(Re)fill every attention layer's stacked q/k/v copy for the decode step (`AttentionMixer`)."""
+        for layer in self.model.layers:
+            if isinstance(layer.mixer, AttentionMixer):
+                layer.mixer.stack_decode_projections()
         return self
 
     def cast_ssm_params_fp32(self) -> "ThinkfastForCausalLM":

@@ -268,9 +268,10 @@ def attention(*args, **kwargs):
     return ref.attention_ref(*args, **kwargs)
 
 
-def decode_attention(q, k_cache, v_cache, slots, context_lengths):
+def decode_attention(q, k_cache, v_cache, slots, context_lengths, length_offset: int = 0):
+    """Each row's query over its slot's first `context_lengths + length_offset` cached positions."""
     if q.is_cuda and not use_reference():
         from thinkfast.ops.triton.decode_attention import decode_attention_triton
 
-        return decode_attention_triton(q, k_cache, v_cache, slots, context_lengths)
-    return ref.decode_attention_ref(q, k_cache, v_cache, slots, context_lengths)
+        return decode_attention_triton(q, k_cache, v_cache, slots, context_lengths, length_offset=length_offset)
+    return ref.decode_attention_ref(q, k_cache, v_cache, slots, context_lengths + length_offset)

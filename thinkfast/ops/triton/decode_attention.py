@@ -6,7 +6,11 @@ head (GQA group, padded to 16 rows for `tl.dot`), walks only its share of the fi
 fp32.  Splits divide each sequence's *own* context length, so short and long sequences of
 one batch are balanced and nothing beyond a sequence's length is read.  A second kernel
 merges the splits by their log-sum-exp.  The split count depends only on the batch shape
-and the cache capacity, never on the lengths, so the launch is CUDA-graph safe.
+and the cache capacity, never on the lengths, so the launch is CUDA-graph safe.  With one split
+(large batches) the split kernel normalises and stores the output itself: no merge launch.
+
+`context_lengths + length_offset` tokens are attended to: decode passes the new token's positions
+(any integer dtype) with offset 1, so no per-layer `positions + 1` or int32 cast is launched.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ import triton.language as tl
 
 @triton.jit
 def _decode_attn_split_kernel(
-    Q, K, V, SLOTS, LENS, O_PART, LSE_PART,
+    Q, K, V, SLOTS, LENS, O_PART, LSE_PART, OUT,
     stride_qb, stride_qh,
     stride_ks, stride_kh, stride_kt,
     stride_vs, stride_vh, stride_vt,
     stride_ob, stride_oh, stride_os,
     stride_lb, stride_lh,
+    stride_outb, stride_outh,
     sm_scale,
+    LEN_OFFSET: tl.constexpr,  # added to LENS: decode passes positions, the context is positions + 1
+    DIRECT: tl.constexpr,  # one split: write the normalised output (OUT's dtype) instead of the parts
     GROUP: tl.constexpr,  # query heads per kv head
     HEAD_DIM: tl.constexpr,
     NUM_SPLITS: tl.constexpr,
@@ -39,7 +46,7 @@ def _decode_attn_split_kernel(
     kvh = tl.program_id(1)
     split = tl.program_id(2)
     slot = tl.load(SLOTS + b).to(tl.int64)
-    length = tl.load(LENS + b).to(tl.int32)
+    length = tl.load(LENS + b).to(tl.int32) + LEN_OFFSET
 
     # this split's range of positions: blocks of BLOCK_N shared out over NUM_SPLITS
     n_blocks = tl.cdiv(length, BLOCK_N)
@@ -92,10 +99,14 @@ def _decode_attn_split_kernel(
 
     has = l_i > 0.0
     out = acc / tl.where(has, l_i, 1.0)[:, None]
-    lse = tl.where(has, m_i + tl.log(tl.where(has, l_i, 1.0)), float("-inf"))
-    o_ptr = O_PART + b * stride_ob + heads[:, None] * stride_oh + split * stride_os + offs_d[None, :]
-    tl.store(o_ptr, out, mask=g_mask[:, None] & d_mask[None, :])
-    tl.store(LSE_PART + b * stride_lb + heads * stride_lh + split, lse, mask=g_mask)
+    if DIRECT:
+        o_ptr = OUT + b * stride_outb + heads[:, None] * stride_outh + offs_d[None, :]
+        tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :])
+    else:
+        lse = tl.where(has, m_i + tl.log(tl.where(has, l_i, 1.0)), float("-inf"))
+        o_ptr = O_PART + b * stride_ob + heads[:, None] * stride_oh + split * stride_os + offs_d[None, :]
+        tl.store(o_ptr, out, mask=g_mask[:, None] & d_mask[None, :])
+        tl.store(LSE_PART + b * stride_lb + heads * stride_lh + split, lse, mask=g_mask)
 
 
 @triton.jit
@@ -157,9 +168,12 @@ def decode_attention_triton(
     k_cache: torch.Tensor,  # (slots, Hkv, T, d)
     v_cache: torch.Tensor,  # (slots, Hkv, T, d)
     slots: torch.Tensor,  # (b,)
-    context_lengths: torch.Tensor,  # (b,) tokens to attend to (new token included)
+    context_lengths: torch.Tensor,  # (b,) tokens to attend to (new token included), minus length_offset
     num_splits: int | None = None,
     block_n: int | None = None,
+    length_offset: int = 0,
+    num_warps: int = 4,
+    num_stages: int = 2,
 ) -> torch.Tensor:
     b, H, d = q.shape
     n_kv, T = k_cache.shape[1], k_cache.shape[2]
@@ -175,23 +189,27 @@ def decode_attention_triton(
         block_n = 64 if block_d <= 64 else 32
     if num_splits is None:
         num_splits = choose_num_splits(b, n_kv, T, q.device, block_n)
-    o_part = torch.empty(b, H, num_splits, d, dtype=torch.float32, device=q.device)
-    lse_part = torch.empty(b, H, num_splits, dtype=torch.float32, device=q.device)
+    direct = num_splits == 1
+    parts = 1 if direct else num_splits  # one split writes `out` directly: the parts are never touched
+    o_part = torch.empty(b, H, parts, d, dtype=torch.float32, device=q.device)
+    lse_part = torch.empty(b, H, parts, dtype=torch.float32, device=q.device)
     out = torch.empty(b, H, d, dtype=q.dtype, device=q.device)
-    lens = context_lengths.to(torch.int32)
-    slots = slots.to(torch.int64)
     _decode_attn_split_kernel[(b, n_kv, num_splits)](
-        q, k_cache, v_cache, slots, lens, o_part, lse_part,
+        q, k_cache, v_cache, slots, context_lengths, o_part, lse_part, out,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         o_part.stride(0), o_part.stride(1), o_part.stride(2),
         lse_part.stride(0), lse_part.stride(1),
+        out.stride(0), out.stride(1),
         1.0 / math.sqrt(d),
+        LEN_OFFSET=int(length_offset), DIRECT=direct,
         GROUP=group, HEAD_DIM=d, NUM_SPLITS=num_splits,
         BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_N=block_n, IEEE=q.dtype == torch.float32,
-        num_warps=4, num_stages=2,
+        num_warps=num_warps, num_stages=num_stages,
     )
+    if direct:
+        return out
     _decode_attn_merge_kernel[(b, H)](
         o_part, lse_part, out,
         o_part.stride(0), o_part.stride(1), o_part.stride(2),
