@@ -181,3 +181,39 @@ def test_decode_buckets_bound_the_padding(slots):
         assert active <= bucket <= slots
         if active > 64:
             assert bucket <= 1.5 * active + 1
+
+
+def test_stacked_qkv_follows_training_between_generate_calls():
+    """The engine stacks q/k/v for decode; weights changed in place after it started (a training step) are
+    what the next generate decodes with."""
+    model = tiny_model("all_kinds")
+    engine = Engine(model, max_batch=4, max_len=24, sync_every=4, progress=False)
+    assert engine.stacked_qkv and all(m.decode_qkv is not None for m in model._attention_mixers())
+    params = SamplingParams(temperature=0, max_new_tokens=8, ignore_eos=True)
+    before = [r[0].token_ids for r in engine.generate(PROMPTS, params)]
+    with torch.no_grad():
+        for m in model._attention_mixers():
+            for p in (m.q_proj.weight, m.k_proj.weight, m.v_proj.weight):
+                p.mul_(-3.0)  # large enough to change greedy choices
+    after = [r[0].token_ids for r in engine.generate(PROMPTS, params)]
+    assert after != before
+    for i, prompt in enumerate(PROMPTS):
+        assert after[i] == greedy_by_full_forward(model, prompt, 8), f"prompt {i}"
+
+
+def test_no_stacked_qkv_when_it_would_cost_a_slot(monkeypatch):
+    import thinkfast.inference.engine as engine_module
+
+    real = engine_module.plan_slots
+
+    def tight(*args, **kwargs):  # memory for exactly the slots asked for, nothing spare
+        plan = real(*args, **kwargs)
+        plan.fit = plan.slots
+        return plan
+
+    monkeypatch.setattr(engine_module, "plan_slots", tight)
+    model = tiny_model("attention")
+    engine = Engine(model, max_batch=3, max_len=24, sync_every=4, progress=False)
+    assert not engine.stacked_qkv and all(m.decode_qkv is None for m in model._attention_mixers())
+    results = engine.generate(PROMPTS, SamplingParams(temperature=0, max_new_tokens=5, ignore_eos=True))
+    assert results[1][0].token_ids == greedy_by_full_forward(model, PROMPTS[1], 5)

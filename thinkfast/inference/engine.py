@@ -146,9 +146,6 @@ class Engine:
             model = model.to(self.dtype)
             model.cast_ssm_params_fp32()
         self.model = model.eval()
-        # decode's one q/k/v GEMM per attention layer reads a stacked copy of the weights: made before the
-        # planner measures free memory, refilled at every generate (the weights may have been trained since)
-        self.model.stack_decode_projections()
         self.tokenizer = tokenizer
         self.max_len = int(max_len)
         self.sync_every = max(1, int(sync_every))
@@ -160,6 +157,12 @@ class Engine:
                                ssm_dtype=self.ssm_state_dtype)
         if self.plan.slots < 1:
             raise ThinkfastError(f"no decode slot fits in memory: {self.plan.reason}. Lower max_len or free memory.")
+        # decode's one q/k/v GEMM per attention layer reads a stacked copy of the weights (refilled at every
+        # generate: they may have been trained since). Made only where it costs no slot: at Llama-3B, 256 + 4096
+        # tokens, the copy's 0.9 GB would take the 256th slot the teacher's batch needs.
+        spare = (self.plan.fit - self.plan.slots) * (self.plan.state_bytes_per_slot + self.plan.decode_workspace_per_row)
+        self.stacked_qkv = self.model.decode_projection_bytes() <= spare
+        self.model.stack_decode_projections(self.stacked_qkv)
         self.num_slots = self.plan.slots
         self.scratch = self.num_slots  # padding rows of a bucket all write here
         rows = self.num_slots + 1
@@ -181,8 +184,9 @@ class Engine:
         self.pad_id = getattr(tokenizer, "pad_token_id", None) or 0
         self.last_stats: dict = {}
         log.info(
-            "engine: %d slots x %d tokens, %s (SSM state %s) on %s, cuda graphs %s",
+            "engine: %d slots x %d tokens, %s (SSM state %s) on %s, cuda graphs %s, q/k/v %s",
             self.num_slots, self.capacity, self.dtype, self.ssm_state_dtype, dev, "on" if self.use_graphs else "off",
+            "stacked" if self.stacked_qkv else "separate (no memory to spare for the stacked copy)",
         )
 
     # ------------------------------------------------------------------ device step
@@ -322,7 +326,7 @@ class Engine:
         if sample_ids is not None and len(sample_ids) != n:
             raise ThinkfastError(f"{len(sample_ids)} sample_ids for n={n}")
         self.check_prompts(prompt_ids, params)
-        self.model.stack_decode_projections()
+        self.model.stack_decode_projections(self.stacked_qkv)  # the weights may have changed since the last call
         mode = SamplerMode.from_params(params)
         base_seed = params.seed if params.seed is not None else random.getrandbits(62)
         queue = deque(_Request(i, ids, list(range(n)), i if keys is None else int(keys[i]),

@@ -49,13 +49,22 @@ class AttentionMixer(nn.Module):
     # decode's stacked q/k/v weight (and bias): one GEMM instead of three; None until stack_decode_projections
     decode_qkv: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
-    def stack_decode_projections(self) -> None:
+    def decode_projection_bytes(self) -> int:
+        """Memory the stacked q/k/v copy takes (what `stack_decode_projections` allocates)."""
+        return sum(t.numel() * t.element_size() for p in (self.q_proj, self.k_proj, self.v_proj)
+                   for t in (p.weight, p.bias) if t is not None)
+
+    def stack_decode_projections(self, enabled: bool = True) -> None:
         """(Re)fill decode's stacked copy of the q, k and v weights (and biases), rows [q; k; v].
 
         At decode batch sizes the k and v GEMMs (2 x Hkv x hd outputs: 128 at Qwen-0.5B) cost a launch each and
         run far below bandwidth; one GEMM over the stacked rows does all three. The copy is refilled in place,
         so CUDA graphs captured over it stay valid: the Engine calls this when it starts and at every
-        `generate`, after any training step has changed the weights. The full pass never reads it."""
+        `generate`, after any training step has changed the weights. The full pass never reads it.
+        `enabled=False` drops the copy: decode runs the three GEMMs again."""
+        if not enabled:
+            self.decode_qkv = None
+            return
         projs = (self.q_proj, self.k_proj, self.v_proj)
         weight = projs[0].weight
         rows = sum(p.weight.shape[0] for p in projs)

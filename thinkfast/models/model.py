@@ -218,11 +218,18 @@ class ThinkfastForCausalLM(PreTrainedModel, GenerationMixin):
                 layer.mixer.compiled_glue = enabled  # its RoPE (cos / sin and the rotation of q and k)
         return self
 
-    def stack_decode_projections(self) -> "ThinkfastForCausalLM":
-        """(Re)fill every attention layer's stacked q/k/v copy for the decode step (`AttentionMixer`)."""
-        for layer in self.model.layers:
-            if isinstance(layer.mixer, AttentionMixer):
-                layer.mixer.stack_decode_projections()
+    def _attention_mixers(self) -> list[AttentionMixer]:
+        return [layer.mixer for layer in self.model.layers if isinstance(layer.mixer, AttentionMixer)]
+
+    def decode_projection_bytes(self) -> int:
+        """Memory of the stacked q/k/v copies `stack_decode_projections` makes."""
+        return sum(m.decode_projection_bytes() for m in self._attention_mixers())
+
+    def stack_decode_projections(self, enabled: bool = True) -> "ThinkfastForCausalLM":
+        """(Re)fill every attention layer's stacked q/k/v copy for the decode step, or drop them
+        (`enabled=False`); see `AttentionMixer.stack_decode_projections`."""
+        for mixer in self._attention_mixers():
+            mixer.stack_decode_projections(enabled)
         return self
 
     def cast_ssm_params_fp32(self) -> "ThinkfastForCausalLM":
