@@ -89,7 +89,7 @@ def test_decode_state_bytes_by_kind():
 def test_stacked_qkv_follows_weight_updates():
     """The stacked copy is refilled in place (captured CUDA graphs keep its address) and follows training."""
     model = _model("mixed_all")
-    model.stack_decode_projections()
+    copies = model.stack_decode_projections()
     mixer = model.model.layers[0].mixer
     buffer = mixer.decode_qkv[0]
     with torch.no_grad():
@@ -106,6 +106,6 @@ def test_stacked_qkv_follows_weight_updates():
     with torch.no_grad():
         full = model(ids).logits[:, 9]
     assert (last_step_logits() - full).abs().max() > 1e-3  # stale copy: decode no longer matches the weights
-    model.stack_decode_projections()
+    model.stack_decode_projections(copies)  # refilled in place
     assert mixer.decode_qkv[0].data_ptr() == buffer.data_ptr()
     assert (last_step_logits() - full).abs().max() <= 1e-4

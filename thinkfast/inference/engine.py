@@ -153,6 +153,12 @@ class Engine:
         self.progress = progress
         self.capacity = max(self.max_len, self.sync_every)
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
+        if any(m.decode_qkv is not None for m in self.model._attention_mixers()):
+            # stacked copies an earlier engine made would count against this plan (0.9 GB at Llama-3B: two slots);
+            # a live engine keeps its own (its graphs read them)
+            self.model.use_decode_projections(None)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()  # the planner reads the device's free memory
         self.plan = plan_slots(self.model, self.capacity, self.dtype, self.device, max_batch, self.prefill_tokens,
                                ssm_dtype=self.ssm_state_dtype)
         if self.plan.slots < 1:
@@ -161,8 +167,8 @@ class Engine:
         # generate: they may have been trained since). Made only where it costs no slot: at Llama-3B, 256 + 4096
         # tokens, the copy's 0.9 GB would take the 256th slot the teacher's batch needs.
         spare = (self.plan.fit - self.plan.slots) * (self.plan.state_bytes_per_slot + self.plan.decode_workspace_per_row)
-        self.stacked_qkv = self.model.decode_projection_bytes() <= spare
-        self.model.stack_decode_projections(self.stacked_qkv)
+        self.qkv_copies = self.model.stack_decode_projections() if self.model.decode_projection_bytes() <= spare else None
+        self.stacked_qkv = self.qkv_copies is not None
         self.num_slots = self.plan.slots
         self.scratch = self.num_slots  # padding rows of a bucket all write here
         rows = self.num_slots + 1
@@ -197,6 +203,7 @@ class Engine:
     def _decode_body(self, slots: torch.Tensor, mode: SamplerMode) -> None:
         """One token for every row of `slots`: everything on device, nothing read back."""
         tok = self.last_tok[slots]
+        self.model.use_decode_projections(self.qkv_copies)  # this engine's copies (another engine may share the model)
         logits = self.model.step(tok, self.state, slots)
         pos = self.n_gen[slots]
         nxt = sample_next(
@@ -326,7 +333,8 @@ class Engine:
         if sample_ids is not None and len(sample_ids) != n:
             raise ThinkfastError(f"{len(sample_ids)} sample_ids for n={n}")
         self.check_prompts(prompt_ids, params)
-        self.model.stack_decode_projections(self.stacked_qkv)  # the weights may have changed since the last call
+        if self.qkv_copies is not None:  # refilled in place: the weights may have been trained since the last call
+            self.model.stack_decode_projections(self.qkv_copies)
         mode = SamplerMode.from_params(params)
         base_seed = params.seed if params.seed is not None else random.getrandbits(62)
         queue = deque(_Request(i, ids, list(range(n)), i if keys is None else int(keys[i]),

@@ -54,34 +54,30 @@ class AttentionMixer(nn.Module):
         return sum(t.numel() * t.element_size() for p in (self.q_proj, self.k_proj, self.v_proj)
                    for t in (p.weight, p.bias) if t is not None)
 
-    def stack_decode_projections(self, enabled: bool = True) -> None:
-        """(Re)fill decode's stacked copy of the q, k and v weights (and biases), rows [q; k; v].
+    def stack_decode_projections(self, out: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Fill decode's stacked copy of the q, k and v weights (and biases), rows [q; k; v], and use it.
 
         At decode batch sizes the k and v GEMMs (2 x Hkv x hd outputs: 128 at Qwen-0.5B) cost a launch each and
-        run far below bandwidth; one GEMM over the stacked rows does all three. The copy is refilled in place,
-        so CUDA graphs captured over it stay valid: the Engine calls this when it starts and at every
-        `generate`, after any training step has changed the weights. The full pass never reads it.
-        `enabled=False` drops the copy: decode runs the three GEMMs again."""
-        if not enabled:
-            self.decode_qkv = None
-            return
+        run far below bandwidth; one GEMM over the stacked rows does all three. `out` (an earlier result) is
+        refilled in place, so CUDA graphs captured over it stay valid: the Engine keeps its copy and refills it
+        at every `generate`, after any training step has changed the weights. The full pass never reads it."""
         projs = (self.q_proj, self.k_proj, self.v_proj)
         weight = projs[0].weight
         rows = sum(p.weight.shape[0] for p in projs)
         has_bias = projs[0].bias is not None
-        old = self.decode_qkv
-        if old is None or old[0].shape[0] != rows or old[0].dtype != weight.dtype or old[0].device != weight.device:
-            old = (torch.empty(rows, weight.shape[1], dtype=weight.dtype, device=weight.device),
+        if out is None or out[0].shape[0] != rows or out[0].dtype != weight.dtype or out[0].device != weight.device:
+            out = (torch.empty(rows, weight.shape[1], dtype=weight.dtype, device=weight.device),
                    torch.empty(rows, dtype=projs[0].bias.dtype, device=weight.device) if has_bias else None)
         with torch.no_grad():
             start = 0
             for p in projs:
                 n = p.weight.shape[0]
-                old[0][start:start + n].copy_(p.weight)
+                out[0][start:start + n].copy_(p.weight)
                 if has_bias:
-                    old[1][start:start + n].copy_(p.bias)
+                    out[1][start:start + n].copy_(p.bias)
                 start += n
-        self.decode_qkv = old
+        self.decode_qkv = out
+        return out
 
     def _qkv(self, x: torch.Tensor, position_ids: torch.Tensor, compiled_rope: bool = False):
         q, k, v = self._project(x)

@@ -225,12 +225,16 @@ class ThinkfastForCausalLM(PreTrainedModel, GenerationMixin):
         """Memory of the stacked q/k/v copies `stack_decode_projections` makes."""
         return sum(m.decode_projection_bytes() for m in self._attention_mixers())
 
-    def stack_decode_projections(self, enabled: bool = True) -> "ThinkfastForCausalLM":
-        """(Re)fill every attention layer's stacked q/k/v copy for the decode step, or drop them
-        (`enabled=False`); see `AttentionMixer.stack_decode_projections`."""
-        for mixer in self._attention_mixers():
-            mixer.stack_decode_projections(enabled)
-        return self
+    def stack_decode_projections(self, buffers: list | None = None) -> list:
+        """Fill (in place where `buffers`, an earlier result, are given) and use every attention layer's stacked
+        q/k/v copy for the decode step (`AttentionMixer.stack_decode_projections`); returns the copies."""
+        mixers = self._attention_mixers()
+        return [m.stack_decode_projections(b) for m, b in zip(mixers, buffers or [None] * len(mixers))]
+
+    def use_decode_projections(self, buffers: list | None) -> None:
+        """Point the decode step at these stacked copies, or at the separate q/k/v weights (None)."""
+        for i, m in enumerate(self._attention_mixers()):
+            m.decode_qkv = buffers[i] if buffers is not None else None
 
     def cast_ssm_params_fp32(self) -> "ThinkfastForCausalLM":
         """After `.to(bfloat16)`: put A_log, D, dt/a/z biases and conv state params back to fp32."""
