@@ -207,7 +207,7 @@ def test_no_stacked_qkv_when_it_would_cost_a_slot(monkeypatch):
     real = engine_module.plan_slots
 
     model = tiny_model("attention")
-    Engine(model, max_batch=3, max_len=24, sync_every=4, progress=False)  # an earlier engine stacked them
+    first = Engine(model, max_batch=3, max_len=24, sync_every=4, progress=False)  # an earlier engine stacked them
     assert all(m.decode_qkv is not None for m in model._attention_mixers())
     seen = []
 
@@ -221,5 +221,7 @@ def test_no_stacked_qkv_when_it_would_cost_a_slot(monkeypatch):
     engine = Engine(model, max_batch=3, max_len=24, sync_every=4, progress=False)
     assert seen == [[None] * len(seen[0])]  # the earlier copies were dropped before planning
     assert not engine.stacked_qkv and all(m.decode_qkv is None for m in model._attention_mixers())
-    results = engine.generate(PROMPTS, SamplingParams(temperature=0, max_new_tokens=5, ignore_eos=True))
-    assert results[1][0].token_ids == greedy_by_full_forward(model, PROMPTS[1], 5)
+    params = SamplingParams(temperature=0, max_new_tokens=5, ignore_eos=True)
+    for e in (engine, first, engine):  # both engines live on one model: each decodes with its own choice
+        assert e.generate(PROMPTS, params)[1][0].token_ids == greedy_by_full_forward(model, PROMPTS[1], 5)
+    assert first.stacked_qkv and first.qkv_copies[0] is not None
