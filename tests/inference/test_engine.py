@@ -183,36 +183,38 @@ def test_decode_buckets_bound_the_padding(slots):
             assert bucket <= 1.5 * active + 1
 
 
-def test_stacked_qkv_follows_training_between_generate_calls():
+def test_stacked_projections_follow_training_between_generate_calls():
     """The engine stacks q/k/v for decode; weights changed in place after it started (a training step) are
     what the next generate decodes with."""
     model = tiny_model("all_kinds")
     engine = Engine(model, max_batch=4, max_len=24, sync_every=4, progress=False)
-    assert engine.stacked_qkv and all(m.decode_qkv is not None for m in model._attention_mixers())
+    assert engine.stacked_copies is not None
+    assert all(m.decode_stacked is None for m in model._decode_stackers())  # referenced only while decoding
     params = SamplingParams(temperature=0, max_new_tokens=8, ignore_eos=True)
     before = [r[0].token_ids for r in engine.generate(PROMPTS, params)]
     with torch.no_grad():
-        for m in model._attention_mixers():
-            for p in (m.q_proj.weight, m.k_proj.weight, m.v_proj.weight):
+        for m in model._decode_stackers():
+            for p in m.parameters():
                 p.mul_(-3.0)  # large enough to change greedy choices
     after = [r[0].token_ids for r in engine.generate(PROMPTS, params)]
     assert after != before
+    assert all(m.decode_stacked is None for m in model._decode_stackers())  # nothing kept past the call
     for i, prompt in enumerate(PROMPTS):
         assert after[i] == greedy_by_full_forward(model, prompt, 8), f"prompt {i}"
 
 
-def test_no_stacked_qkv_when_it_would_cost_a_slot(monkeypatch):
+def test_no_stacked_projections_when_they_would_cost_a_slot(monkeypatch):
     import thinkfast.inference.engine as engine_module
 
     real = engine_module.plan_slots
 
     model = tiny_model("attention")
-    first = Engine(model, max_batch=3, max_len=24, sync_every=4, progress=False)  # an earlier engine stacked them
-    assert all(m.decode_qkv is not None for m in model._attention_mixers())
+    first = Engine(model, max_batch=3, max_len=24, sync_every=4, progress=False)
+    model.use_decode_projections(first.stacked_copies)  # what driving its decode windows directly leaves behind
     seen = []
 
     def tight(*args, **kwargs):  # memory for exactly the slots asked for, nothing spare
-        seen.append([m.decode_qkv for m in model._attention_mixers()])
+        seen.append([m.decode_stacked for m in model._decode_stackers()])
         plan = real(*args, **kwargs)
         plan.fit = plan.slots
         return plan
@@ -220,8 +222,8 @@ def test_no_stacked_qkv_when_it_would_cost_a_slot(monkeypatch):
     monkeypatch.setattr(engine_module, "plan_slots", tight)
     engine = Engine(model, max_batch=3, max_len=24, sync_every=4, progress=False)
     assert seen == [[None] * len(seen[0])]  # the earlier copies were dropped before planning
-    assert not engine.stacked_qkv and all(m.decode_qkv is None for m in model._attention_mixers())
+    assert engine.stacked_copies is None and all(m.decode_stacked is None for m in model._decode_stackers())
     params = SamplingParams(temperature=0, max_new_tokens=5, ignore_eos=True)
     for e in (engine, first, engine):  # both engines live on one model: each decodes with its own choice
         assert e.generate(PROMPTS, params)[1][0].token_ids == greedy_by_full_forward(model, PROMPTS[1], 5)
-    assert first.stacked_qkv and first.qkv_copies[0] is not None
+    assert first.stacked_copies is not None

@@ -23,7 +23,7 @@ def _model(name):
 @pytest.mark.parametrize("name", sorted(MIXES))
 def test_prefill_then_steps_equals_full_forward(name, stacked):
     model = _model(name)
-    if stacked:  # the Engine's decode: one GEMM over the stacked q/k/v weights
+    if stacked:  # the Engine's decode: one GEMM over the stacked q/k/v (and gate/up) weights
         model.stack_decode_projections()
     ids = torch.randint(0, 96, (3, 21))
     with torch.no_grad():
@@ -86,12 +86,12 @@ def test_decode_state_bytes_by_kind():
     assert sizes["recurrent"] == cfg.d_xb * 3 * 4 + cfg.d_inner * 16 * 4
 
 
-def test_stacked_qkv_follows_weight_updates():
+def test_stacked_projections_follow_weight_updates():
     """The stacked copy is refilled in place (captured CUDA graphs keep its address) and follows training."""
     model = _model("mixed_all")
     copies = model.stack_decode_projections()
     mixer = model.model.layers[0].mixer
-    buffer = mixer.decode_qkv[0]
+    buffer = mixer.decode_stacked[0]
     with torch.no_grad():
         for p in (mixer.q_proj.weight, mixer.k_proj.weight, mixer.v_proj.weight):
             p.add_(0.05 * torch.randn_like(p))  # what an optimizer step does: in place
@@ -107,5 +107,5 @@ def test_stacked_qkv_follows_weight_updates():
         full = model(ids).logits[:, 9]
     assert (last_step_logits() - full).abs().max() > 1e-3  # stale copy: decode no longer matches the weights
     model.stack_decode_projections(copies)  # refilled in place
-    assert mixer.decode_qkv[0].data_ptr() == buffer.data_ptr()
+    assert mixer.decode_stacked[0].data_ptr() == buffer.data_ptr()
     assert (last_step_logits() - full).abs().max() <= 1e-4

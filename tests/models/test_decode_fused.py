@@ -13,10 +13,13 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FULL_TOL = 1e-4 if DEVICE == "cpu" else 5e-3
 
 
+@pytest.mark.parametrize("stacked", [False, True], ids=["separate", "stacked"])  # the engine's one-GEMM q/k/v, gate/up
 @pytest.mark.parametrize("mixers", [["mamba1", "attention", "mamba1"], ["mamba1", "discrete_mamba2"]])
-def test_fused_kernel_steps_equal_reference_steps_and_full_forward(mixers, monkeypatch):
+def test_fused_kernel_steps_equal_reference_steps_and_full_forward(mixers, stacked, monkeypatch):
     pytest.importorskip("triton")
     model = tiny_student(mixers).to(DEVICE)
+    if stacked:  # the fused kernels then read q/k/v and gate/up as strided column views of one GEMM output
+        model.stack_decode_projections()
     ids = torch.randint(0, 96, (3, 14), device=DEVICE)
     with torch.no_grad():
         full = model(ids).logits

@@ -153,9 +153,9 @@ class Engine:
         self.progress = progress
         self.capacity = max(self.max_len, self.sync_every)
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
-        if any(m.decode_qkv is not None for m in self.model._attention_mixers()):
-            # stacked copies an earlier engine made would count against this plan (0.9 GB at Llama-3B: two slots);
-            # a live engine keeps its own (its graphs read them)
+        if any(m.decode_stacked is not None for m in self.model._decode_stackers()):
+            # copies left pointed to by an engine driven outside `generate` (the benchmarks call its decode windows
+            # directly) would count against this plan (0.9 GB of q/k/v at Llama-3B); a live engine keeps its own
             self.model.use_decode_projections(None)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()  # the planner reads the device's free memory
@@ -163,12 +163,15 @@ class Engine:
                                ssm_dtype=self.ssm_state_dtype)
         if self.plan.slots < 1:
             raise ThinkfastError(f"no decode slot fits in memory: {self.plan.reason}. Lower max_len or free memory.")
-        # decode's one q/k/v GEMM per attention layer reads a stacked copy of the weights (refilled at every
-        # generate: they may have been trained since). Made only where it costs no slot: at Llama-3B, 256 + 4096
-        # tokens, the copy's 0.9 GB would take the 256th slot the teacher's batch needs.
+        # decode's one q/k/v GEMM per attention layer and one gate/up GEMM per MLP read stacked copies of the
+        # weights (refilled at every generate: they may have been trained since). Made only where they cost no
+        # slot: at Llama-3B, 256 + 4096 tokens, q/k/v alone (0.9 GB) would take the 256th slot the teacher needs.
         spare = (self.plan.fit - self.plan.slots) * (self.plan.state_bytes_per_slot + self.plan.decode_workspace_per_row)
-        self.qkv_copies = self.model.stack_decode_projections() if self.model.decode_projection_bytes() <= spare else None
-        self.stacked_qkv = self.qkv_copies is not None
+        fits = self.model.decode_projection_bytes() <= spare
+        self.stacked_copies = self.model.stack_decode_projections() if fits else None
+        # the decode body points the model at them; between calls the model holds no reference, so dropping the
+        # engine frees them (RL releases its rollout engine between phases)
+        self.model.use_decode_projections(None)
         self.num_slots = self.plan.slots
         self.scratch = self.num_slots  # padding rows of a bucket all write here
         rows = self.num_slots + 1
@@ -190,9 +193,9 @@ class Engine:
         self.pad_id = getattr(tokenizer, "pad_token_id", None) or 0
         self.last_stats: dict = {}
         log.info(
-            "engine: %d slots x %d tokens, %s (SSM state %s) on %s, cuda graphs %s, q/k/v %s",
+            "engine: %d slots x %d tokens, %s (SSM state %s) on %s, cuda graphs %s, q/k/v and gate/up %s",
             self.num_slots, self.capacity, self.dtype, self.ssm_state_dtype, dev, "on" if self.use_graphs else "off",
-            "stacked" if self.stacked_qkv else "separate (no memory to spare for the stacked copy)",
+            "stacked" if self.stacked_copies is not None else "separate (no memory to spare for the stacked copies)",
         )
 
     # ------------------------------------------------------------------ device step
@@ -203,7 +206,7 @@ class Engine:
     def _decode_body(self, slots: torch.Tensor, mode: SamplerMode) -> None:
         """One token for every row of `slots`: everything on device, nothing read back."""
         tok = self.last_tok[slots]
-        self.model.use_decode_projections(self.qkv_copies)  # this engine's copies (another engine may share the model)
+        self.model.use_decode_projections(self.stacked_copies)  # its own copies (another engine may share the model)
         logits = self.model.step(tok, self.state, slots)
         pos = self.n_gen[slots]
         nxt = sample_next(
@@ -333,8 +336,8 @@ class Engine:
         if sample_ids is not None and len(sample_ids) != n:
             raise ThinkfastError(f"{len(sample_ids)} sample_ids for n={n}")
         self.check_prompts(prompt_ids, params)
-        if self.qkv_copies is not None:  # refilled in place: the weights may have been trained since the last call
-            self.model.stack_decode_projections(self.qkv_copies)
+        if self.stacked_copies is not None:  # refilled in place: the weights may have been trained since the last call
+            self.model.stack_decode_projections(self.stacked_copies)
         mode = SamplerMode.from_params(params)
         base_seed = params.seed if params.seed is not None else random.getrandbits(62)
         queue = deque(_Request(i, ids, list(range(n)), i if keys is None else int(keys[i]),
@@ -350,6 +353,19 @@ class Engine:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(prompt_ids) * n, desc="generate", unit="seq", disable=not show)
+        try:
+            self._serve(queue, free, active, results, params, mode, base_seed, stats, bar)
+        finally:
+            bar.close()
+            self.model.use_decode_projections(None)  # the model keeps no reference to this engine's copies
+        stats["graph_capture_s"] = (self.graphs.capture_seconds - capture_before) if self.graphs else 0.0
+        stats["decode_tokens_per_s"] = stats["decode_tokens"] / stats["decode_s"] if stats["decode_s"] > 0 else None
+        self.last_stats = stats
+        return results  # type: ignore[return-value]
+
+    def _serve(self, queue: deque, free: list[int], active: dict, results: list, params: SamplingParams,
+               mode: SamplerMode, base_seed: int, stats: dict, bar) -> None:
+        """Admit, decode and retire until every request is done (generate's loop)."""
         while queue or active:
             if queue and free:
                 t0 = time.perf_counter()
@@ -391,11 +407,6 @@ class Engine:
                 del active[seq.slot]
                 free.append(seq.slot)
                 bar.update(1)
-        bar.close()
-        stats["graph_capture_s"] = (self.graphs.capture_seconds - capture_before) if self.graphs else 0.0
-        stats["decode_tokens_per_s"] = stats["decode_tokens"] / stats["decode_s"] if stats["decode_s"] > 0 else None
-        self.last_stats = stats
-        return results  # type: ignore[return-value]
 
 
 def describe_stats(stats: dict) -> str:

@@ -8,6 +8,7 @@ from torch import nn
 
 from thinkfast.models.config import ThinkfastConfig
 from thinkfast.models.compiled_glue import compiled, rope_glue
+from thinkfast.models.layers import Stacked, stack_linears, stacked_bytes
 from thinkfast.models.rope import rope_inv_freq
 from thinkfast.models.sequence import SequenceInfo
 from thinkfast.ops import dispatch
@@ -46,38 +47,22 @@ class AttentionMixer(nn.Module):
         return q, k, v
 
     compiled_glue = False  # set by ThinkfastForCausalLM.compile_glue (training's `compile: true`)
-    # decode's stacked q/k/v weight (and bias): one GEMM instead of three; None until stack_decode_projections
-    decode_qkv: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    # decode's stacked [q; k; v] weight (and bias): one GEMM instead of three; set by stack_decode_projections
+    decode_stacked: Stacked | None = None
 
     def decode_projection_bytes(self) -> int:
-        """Memory the stacked q/k/v copy takes (what `stack_decode_projections` allocates)."""
-        return sum(t.numel() * t.element_size() for p in (self.q_proj, self.k_proj, self.v_proj)
-                   for t in (p.weight, p.bias) if t is not None)
+        """Memory the stacked q/k/v copy takes."""
+        return stacked_bytes((self.q_proj, self.k_proj, self.v_proj))
 
-    def stack_decode_projections(self, out: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Fill decode's stacked copy of the q, k and v weights (and biases), rows [q; k; v], and use it.
+    def stack_decode_projections(self, out: Stacked | None = None) -> Stacked:
+        """Fill (in place where `out` is given) and use decode's stacked copy of the q, k and v weights.
 
         At decode batch sizes the k and v GEMMs (2 x Hkv x hd outputs: 128 at Qwen-0.5B) cost a launch each and
-        run far below bandwidth; one GEMM over the stacked rows does all three. `out` (an earlier result) is
-        refilled in place, so CUDA graphs captured over it stay valid: the Engine keeps its copy and refills it
-        at every `generate`, after any training step has changed the weights. The full pass never reads it."""
-        projs = (self.q_proj, self.k_proj, self.v_proj)
-        weight = projs[0].weight
-        rows = sum(p.weight.shape[0] for p in projs)
-        has_bias = projs[0].bias is not None
-        if out is None or out[0].shape[0] != rows or out[0].dtype != weight.dtype or out[0].device != weight.device:
-            out = (torch.empty(rows, weight.shape[1], dtype=weight.dtype, device=weight.device),
-                   torch.empty(rows, dtype=projs[0].bias.dtype, device=weight.device) if has_bias else None)
-        with torch.no_grad():
-            start = 0
-            for p in projs:
-                n = p.weight.shape[0]
-                out[0][start:start + n].copy_(p.weight)
-                if has_bias:
-                    out[1][start:start + n].copy_(p.bias)
-                start += n
-        self.decode_qkv = out
-        return out
+        run far below bandwidth; one GEMM over the stacked rows does all three. The Engine keeps its copy and
+        refills it at every `generate`, after any training step has changed the weights; the full pass never
+        reads it."""
+        self.decode_stacked = stack_linears((self.q_proj, self.k_proj, self.v_proj), out)
+        return self.decode_stacked
 
     def _qkv(self, x: torch.Tensor, position_ids: torch.Tensor, compiled_rope: bool = False):
         q, k, v = self._project(x)
@@ -123,8 +108,8 @@ class AttentionMixer(nn.Module):
         slots: torch.Tensor,  # (b,)
     ) -> torch.Tensor:
         b, hd = x.shape[0], self.head_dim
-        if self.decode_qkv is not None:  # one GEMM; q, k and v are column views of its output
-            qkv = F.linear(x, *self.decode_qkv)  # (b, (H + 2 Hkv) hd)
+        if self.decode_stacked is not None:  # one GEMM; q, k and v are column views of its output
+            qkv = F.linear(x, *self.decode_stacked)  # (b, (H + 2 Hkv) hd)
             nq, nk = self.n_heads * hd, self.n_kv * hd
             q = qkv[:, :nq].view(b, self.n_heads, hd)  # (b, H, hd), row stride (H + 2 Hkv) hd
             k = qkv[:, nq:nq + nk].view(b, self.n_kv, hd)  # (b, Hkv, hd)

@@ -218,23 +218,25 @@ class ThinkfastForCausalLM(PreTrainedModel, GenerationMixin):
                 layer.mixer.compiled_glue = enabled  # its RoPE (cos / sin and the rotation of q and k)
         return self
 
-    def _attention_mixers(self) -> list[AttentionMixer]:
-        return [layer.mixer for layer in self.model.layers if isinstance(layer.mixer, AttentionMixer)]
+    def _decode_stackers(self) -> list[nn.Module]:
+        """Modules whose decode step can run one GEMM over stacked weights: attention (q/k/v) and MLPs (gate/up)."""
+        mixers = [layer.mixer for layer in self.model.layers if isinstance(layer.mixer, AttentionMixer)]
+        return mixers + [layer.mlp for layer in self.model.layers]
 
     def decode_projection_bytes(self) -> int:
-        """Memory of the stacked q/k/v copies `stack_decode_projections` makes."""
-        return sum(m.decode_projection_bytes() for m in self._attention_mixers())
+        """Memory of the stacked copies `stack_decode_projections` makes."""
+        return sum(m.decode_projection_bytes() for m in self._decode_stackers())
 
     def stack_decode_projections(self, buffers: list | None = None) -> list:
-        """Fill (in place where `buffers`, an earlier result, are given) and use every attention layer's stacked
-        q/k/v copy for the decode step (`AttentionMixer.stack_decode_projections`); returns the copies."""
-        mixers = self._attention_mixers()
-        return [m.stack_decode_projections(b) for m, b in zip(mixers, buffers or [None] * len(mixers))]
+        """Fill (in place where `buffers`, an earlier result, are given) and use the decode step's stacked
+        copies: each attention layer's q/k/v and each MLP's gate/up (`thinkfast.models.layers.stack_linears`)."""
+        stackers = self._decode_stackers()
+        return [m.stack_decode_projections(b) for m, b in zip(stackers, buffers or [None] * len(stackers))]
 
     def use_decode_projections(self, buffers: list | None) -> None:
-        """Point the decode step at these stacked copies, or at the separate q/k/v weights (None)."""
-        for i, m in enumerate(self._attention_mixers()):
-            m.decode_qkv = buffers[i] if buffers is not None else None
+        """Point the decode step at these stacked copies, or at the separate weights (None)."""
+        for i, m in enumerate(self._decode_stackers()):
+            m.decode_stacked = buffers[i] if buffers is not None else None
 
     def cast_ssm_params_fp32(self) -> "ThinkfastForCausalLM":
         """After `.to(bfloat16)`: put A_log, D, dt/a/z biases and conv state params back to fp32."""

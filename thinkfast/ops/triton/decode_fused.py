@@ -53,22 +53,28 @@ def add_rms_norm(h: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tens
 
 
 @triton.jit
-def _silu_mul_kernel(g_ptr, u_ptr, y_ptr, n_elem, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < n_elem
-    g = tl.load(g_ptr + offs, mask=m, other=0.0).to(tl.float32)
-    u = tl.load(u_ptr + offs, mask=m, other=0.0).to(tl.float32)
+def _silu_mul_kernel(g_ptr, u_ptr, y_ptr, n_cols, s_g, s_u, s_y, BLOCK: tl.constexpr):
+    """Grid (rows, column blocks): g and u may be column halves of one (b, 2 I) GEMM output (row strides)."""
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n_cols
+    g = tl.load(g_ptr + row * s_g + offs, mask=m, other=0.0).to(tl.float32)
+    u = tl.load(u_ptr + row * s_u + offs, mask=m, other=0.0).to(tl.float32)
     s = (g * tl.sigmoid(g)).to(y_ptr.dtype.element_ty).to(tl.float32)
-    tl.store(y_ptr + offs, (s * u).to(y_ptr.dtype.element_ty), mask=m)
+    tl.store(y_ptr + row * s_y + offs, (s * u).to(y_ptr.dtype.element_ty), mask=m)
 
 
 def silu_mul(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    g, u = g.contiguous(), u.contiguous()
-    y = torch.empty_like(g)
-    n = g.numel()
-    block = 2048
-    _silu_mul_kernel[(triton.cdiv(n, block),)](g, u, y, n, BLOCK=block, num_warps=4)
-    return y
+    """silu(g) * u for (b, I) rows with unit column strides (any row stride: no copy of a stacked GEMM's halves)."""
+    shape = g.shape
+    if g.dim() != 2 or g.stride(-1) != 1 or u.stride(-1) != 1:
+        g, u = g.reshape(-1, shape[-1]).contiguous(), u.reshape(-1, shape[-1]).contiguous()
+    rows, n = g.shape
+    y = torch.empty(rows, n, device=g.device, dtype=g.dtype)
+    block = min(2048, triton.next_power_of_2(n))
+    _silu_mul_kernel[(rows, triton.cdiv(n, block))](g, u, y, n, g.stride(0), u.stride(0), y.stride(0), BLOCK=block,
+                                                     num_warps=4)
+    return y.view(shape)
 
 
 _INV_TWO_PI = tl.constexpr(0.15915494309189535)
