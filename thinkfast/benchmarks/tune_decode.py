@@ -1,6 +1,6 @@
-"""Block/warp sweep of the Mamba-1 decode kernels at the 3B (and 1B) hybrid shapes, plus GPU checks.
+"""Block/warp sweep of the Mamba-1 decode kernels at the hybrid shapes (3B by default; 1B, Qwen-0.5B, Qwen-1.5B), plus GPU checks.
 
-    python -m thinkfast.benchmarks.tune_decode --out DIR
+    python -m thinkfast.benchmarks.tune_decode --out DIR [--shapes 3b qwen-0.5b]
 
 Times (do_bench median) `selective_state_update` (unfused step kernel) and `mamba1_fused_step`
 over (block, num_warps), and the old unfused sequence the fused kernel replaces (conv step +
@@ -19,7 +19,9 @@ from triton.testing import do_bench
 
 from thinkfast.benchmarks.roofline import measure_copy_bandwidth
 
-SHAPES = {"3b": dict(n_kv=8, hd=128, rep=3), "1b": dict(n_kv=8, hd=64, rep=4)}
+SHAPES = {"3b": dict(n_kv=8, hd=128, rep=3), "1b": dict(n_kv=8, hd=64, rep=4),
+          # Qwen2.5 hybrids: 2 kv heads, so x and B are expanded 7x / 6x
+          "qwen-0.5b": dict(n_kv=2, hd=64, rep=7), "qwen-1.5b": dict(n_kv=2, hd=128, rep=6)}
 
 
 def t(fn):
@@ -35,7 +37,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--batches", nargs="+", type=int, default=[256, 512])
-    ap.add_argument("--shapes", nargs="+", default=["3b"])
+    ap.add_argument("--shapes", nargs="+", default=["3b"], choices=sorted(SHAPES))
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
