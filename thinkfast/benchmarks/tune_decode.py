@@ -1,4 +1,4 @@
-"""Block/warp sweep of the Mamba-1 decode kernels at the hybrid shapes (3B by default; 1B, Qwen-0.5B, Qwen-1.5B), plus GPU checks.
+"""Block/warp sweep of the Mamba-1 decode kernels at the hybrid shapes (3B by default; 1B, Qwen-0.5B / 1.5B).
 
     python -m thinkfast.benchmarks.tune_decode --out DIR [--shapes 3b qwen-0.5b]
 

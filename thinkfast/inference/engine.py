@@ -166,7 +166,8 @@ class Engine:
         # decode's one q/k/v GEMM per attention layer and one gate/up GEMM per MLP read stacked copies of the
         # weights (refilled at every generate: they may have been trained since). Made only where they cost no
         # slot: at Llama-3B, 256 + 4096 tokens, q/k/v alone (0.9 GB) would take the 256th slot the teacher needs.
-        spare = (self.plan.fit - self.plan.slots) * (self.plan.state_bytes_per_slot + self.plan.decode_workspace_per_row)
+        plan = self.plan
+        spare = (plan.fit - plan.slots) * (plan.state_bytes_per_slot + plan.decode_workspace_per_row)
         fits = self.model.decode_projection_bytes() <= spare
         self.stacked_copies = self.model.stack_decode_projections() if fits else None
         # the decode body points the model at them; between calls the model holds no reference, so dropping the

@@ -38,7 +38,9 @@ def stack_linears(linears, out: Stacked | None = None) -> Stacked:
     weight = linears[0].weight
     rows = sum(lin.weight.shape[0] for lin in linears)
     has_bias = linears[0].bias is not None
-    if out is None or out[0].shape != (rows, weight.shape[1]) or out[0].dtype != weight.dtype or out[0].device != weight.device:
+    same = out is not None and (out[0].shape, out[0].dtype, out[0].device) == ((rows, weight.shape[1]), weight.dtype,
+                                                                             weight.device)
+    if not same:
         out = (torch.empty(rows, weight.shape[1], dtype=weight.dtype, device=weight.device),
                torch.empty(rows, dtype=linears[0].bias.dtype, device=weight.device) if has_bias else None)
     with torch.no_grad():
