@@ -338,7 +338,7 @@ class Engine:
             raise ThinkfastError(f"{len(sample_ids)} sample_ids for n={n}")
         self.check_prompts(prompt_ids, params)
         if self.stacked_copies is not None:  # refilled in place: the weights may have been trained since the last call
-            self.model.stack_decode_projections(self.stacked_copies)
+            self.stacked_copies = self.model.stack_decode_projections(self.stacked_copies)
         mode = SamplerMode.from_params(params)
         base_seed = params.seed if params.seed is not None else random.getrandbits(62)
         queue = deque(_Request(i, ids, list(range(n)), i if keys is None else int(keys[i]),
