@@ -44,10 +44,11 @@ def interval(statistic: Callable[..., np.ndarray], *per_problem: np.ndarray, res
         raise ValueError("paired per-problem values need the same problems for every model")
     counts = resample_counts(problems, resamples, seed)
     means = [(counts @ v.reshape(problems, -1)).reshape(resamples, *v.shape[1:]) / problems for v in per_problem]
+    q = (1 - LEVEL) / 2
+    # an undefined figure (a ratio to a teacher that solved nothing: inf / nan) must not warn: it becomes NaN below
     with np.errstate(divide="ignore", invalid="ignore"):
         samples = np.asarray(statistic(*means), dtype=float)
-    q = (1 - LEVEL) / 2
-    bounds = np.percentile(samples, [100 * q, 100 * (1 - q)], axis=0)
+        bounds = np.percentile(samples, [100 * q, 100 * (1 - q)], axis=0)
     return np.where(np.isfinite(samples).all(0), bounds, np.nan)
 
 
