@@ -132,3 +132,17 @@ def test_2000_resamples_of_200_problems_by_64_samples_are_fast():
     uncertainty.interval(lambda t, s: budget_wins(t, np.arange(1, 8.0), s, np.arange(1, 8.0) / 2, list(range(1, 8))),
                          values, values[::-1])
     assert time.perf_counter() - start < 5  # about 0.1 s on a shared 2-core CPU
+
+
+def test_an_undefined_ratio_is_nan_without_a_warning():
+    """A teacher that solved none of the resampled problems makes the ratio inf / nan: NaN, and no numpy warning
+    in the user's console."""
+    import warnings
+
+    from thinkfast.evaluation.uncertainty import ratio_interval
+
+    student, teacher = np.array([1.0, 0.0, 1.0, 0.0]), np.array([0.0, 0.0, 0.0, 1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bounds = ratio_interval(student, teacher)
+    assert np.isnan(bounds).all()
