@@ -190,10 +190,12 @@ def decode_attention_triton(
     if num_splits is None:
         num_splits = choose_num_splits(b, n_kv, T, q.device, block_n)
     direct = num_splits == 1
-    parts = 1 if direct else num_splits  # one split writes `out` directly: the parts are never touched
-    o_part = torch.empty(b, H, parts, d, dtype=torch.float32, device=q.device)
-    lse_part = torch.empty(b, H, parts, dtype=torch.float32, device=q.device)
     out = torch.empty(b, H, d, dtype=q.dtype, device=q.device)
+    if direct:  # one split writes `out` itself: the part buffers are never touched, `out` stands in for them
+        o_part = lse_part = out
+    else:
+        o_part = torch.empty(b, H, num_splits, d, dtype=torch.float32, device=q.device)
+        lse_part = torch.empty(b, H, num_splits, dtype=torch.float32, device=q.device)
     _decode_attn_split_kernel[(b, n_kv, num_splits)](
         q, k_cache, v_cache, slots, context_lengths, o_part, lse_part, out,
         q.stride(0), q.stride(1),
