@@ -20,7 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from thinkfast.ops.triton._common import load_channel_params, softplus
+from thinkfast.ops.triton._common import load_channel_params, sigmoid, softplus
 
 
 @triton.jit
@@ -52,7 +52,7 @@ def _step_dy(dy_base, z_base, t, s_dy_l, s_z_l, offs_c, HAS_Z: tl.constexpr):
     sz = dov
     if HAS_Z:
         zv = tl.load(z_base + t * s_z_l + offs_c).to(tl.float32)
-        sz = tl.sigmoid(zv)
+        sz = sigmoid(zv)
         dyv = dov * zv * sz
     else:
         dyv = dov
@@ -118,7 +118,7 @@ def _ss_fwd_seq_kernel(
                     yv += Dv * xv
                 if HAS_Z:
                     zv = tl.load(z_base + t * s_z_l + offs_c).to(tl.float32)
-                    yv = yv * zv * tl.sigmoid(zv)
+                    yv = yv * zv * sigmoid(zv)
                 tl.store(y_base + t * s_y_l + offs_c, yv.to(y_ptr.dtype.element_ty))
     if LOCAL:
         o = pid_b * s_hin_b + pid_c * s_hin_c + dn_off  # hout, q: (b, n_chunks, d, N) like hin
@@ -262,7 +262,7 @@ def _ss_bwd_seq_kernel(
                 dxv += dyv * Dv
                 dD_acc += dyv * xv
             if SOFTPLUS:
-                ddt = ddelta * tl.sigmoid(dtv)
+                ddt = ddelta * sigmoid(dtv)
             else:
                 ddt = ddelta
             db_acc += ddt
