@@ -49,3 +49,16 @@ def test_scan_configs_parse_with_and_without_a_solver():
         _configs("fast:16x1")
     with pytest.raises(ThinkfastError, match="got '16'"):
         _configs("16")
+
+
+def test_scan_launches_are_labelled_in_order_and_averaged():
+    from thinkfast.benchmarks.kernels import label_scan_launches
+
+    one_call = [("_ss_fwd_seq_kernel", 1.0), ("_ss_fwd_combine_kernel", 0.1), ("_ss_fwd_seq_kernel", 2.0),
+                ("_ss_bwd_local_seq_kernel", 1.5), ("_ss_bwd_combine_kernel", 0.2), ("_ss_bwd_seq_kernel", 4.0),
+                ("reduce_kernel", 0.05)]
+    second = [(n, ms * 3) for n, ms in one_call]
+    got = label_scan_launches(one_call + second)
+    assert got == {"F1": 2.0, "F2": 0.2, "F3": 4.0, "B1": 3.0, "B2": 0.4, "B3": 8.0, "other": 0.1}
+    with pytest.raises(ValueError, match="expected 6 scan launches per call"):
+        label_scan_launches(one_call[:4])

@@ -236,6 +236,40 @@ def time_projections(shape, tokens: int, device, dtype, timer) -> tuple[float, i
     return timer(matmuls), 3 * 2 * tokens * (dm * proj_out + d * dm)
 
 
+SCAN_LAUNCHES = ("F1", "F2", "F3", "B1", "B2", "B3")  # selective_scan's launches, in order (docs/kernels.md)
+
+
+def label_scan_launches(kernels) -> dict:
+    """Mean ms per scan launch from the device kernels of `reps` forward + backward calls, in launch order.
+
+    `kernels`: (name, ms) pairs.  The scan's own kernels (names starting `_ss_`) come six per call when the
+    sequence has more than one chunk (F1 local states, F2 combine, F3 outputs, B1 local adjoints, B2 combine,
+    B3 gradients); everything else (the dA/dD partial sums, copies) is summed as "other" per call."""
+    scan = [(n, ms) for n, ms in kernels if n.startswith("_ss_")]
+    if not scan or len(scan) % len(SCAN_LAUNCHES):
+        raise ValueError(f"expected {len(SCAN_LAUNCHES)} scan launches per call, got {len(scan)} kernels: "
+                         f"{sorted({n for n, _ in scan})}")
+    reps = len(scan) // len(SCAN_LAUNCHES)
+    out = {label: 0.0 for label in SCAN_LAUNCHES}
+    for i, (_, ms) in enumerate(scan):
+        out[SCAN_LAUNCHES[i % len(SCAN_LAUNCHES)]] += ms / reps
+    out["other"] = sum(ms for n, ms in kernels if not n.startswith("_ss_")) / reps
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def profile_scan_launches(fn, reps: int = 3) -> dict:
+    """`label_scan_launches` of `reps` calls of fn (one scan forward + backward), measured with torch.profiler."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    kernels = [(e.name, e.device_time_total / 1e3) for e in prof.events()
+               if e.device_type == torch.autograd.DeviceType.CUDA]
+    return label_scan_launches(kernels)
+
+
 def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.bfloat16, scan_configs=()):
     """3B layer: scan fwd+bwd vs in_proj + out_proj matmuls fwd+bwd (the 3B hybrid's Mamba-1 dimensions).
 
@@ -254,6 +288,12 @@ def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.b
         selective_scan(**t).backward(gy)
 
     scan_ms = timer(fwd_bwd)
+    launches = None
+    if device.type == "cuda":
+        try:
+            launches = profile_scan_launches(fwd_bwd)
+        except Exception as err:  # a profiler quirk must not lose the timings above: recorded, not fatal
+            launches = {"error": repr(err)[:300]}
     with torch.no_grad():
         scan_fwd_ms = timer(lambda: selective_scan(**t))
     sweep = []
@@ -274,7 +314,8 @@ def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.b
     return dict(batch=batch, length=length, shape="3b", in_proj=f"{dm}->{proj_out}", out_proj=f"{d}->{dm}",
                 scan_config_sweep=sweep,
                 matmul_fwd_bwd_ms=round(mm_ms, 4), matmul_tflops=round(flops / (mm_ms * 1e-3) / 1e12, 1),
-                scan_fwd_ms=round(scan_fwd_ms, 4), scan_fwd_bwd_ms=round(scan_ms, 4), scan_over_matmul=round(scan_ms / mm_ms, 3),
+                scan_fwd_ms=round(scan_fwd_ms, 4), scan_fwd_bwd_ms=round(scan_ms, 4), scan_launches_ms=launches,
+                scan_over_matmul=round(scan_ms / mm_ms, 3),
                 target_met=scan_ms < mm_ms)
 
 
@@ -327,6 +368,9 @@ def markdown(result) -> str:
                   f"in_proj ({c['in_proj']}) + out_proj ({c['out_proj']}) matmuls fwd+bwd {c['matmul_fwd_bwd_ms']} ms "
                   f"({c['matmul_tflops']} TFLOP/s): ratio {c['scan_over_matmul']}, "
                   f"target (< 1) {'met' if c['target_met'] else 'MISSED'}."]
+        if c.get("scan_launches_ms"):
+            lines += ["", "Default config, ms per launch (torch.profiler, mean of 3 calls): "
+                      + ", ".join(f"{k} {v}" for k, v in c["scan_launches_ms"].items()) + "."]
         for sw in c.get("scan_config_sweep", []):
             clen = sw.get("chunk_len") or "default"
             head = (f"- scan solver {sw.get('solver', 'default')}, sub-tile {sw['chunk']}, {sw['num_warps']} warps, "
