@@ -2,9 +2,11 @@
 
     python -m thinkfast.benchmarks.tune_decode --out DIR [--shapes 3b qwen-0.5b]
 
-Times (do_bench median) `selective_state_update` (unfused step kernel) and `mamba1_fused_step`
-over (block, num_warps), and the old unfused sequence the fused kernel replaces (conv step +
-x/B repeat copies + -exp(A_log) + step kernel).  Bandwidth counts the traffic floor: state
+Times `selective_state_update` (unfused step kernel) and `mamba1_fused_step` over (block,
+num_warps), and the old unfused sequence the fused kernel replaces (conv step + x/B repeat
+copies + -exp(A_log) + step kernel).  Every setting of one (shape, batch) is timed `--rounds`
+times round-robin (do_bench median each); the median of the rounds is kept and their range
+printed (`ms_rounds` in tune.json).  Bandwidth counts the traffic floor: state
 read + write (fp32), conv state read + write, and the (b, .) activations read/written once.
 """
 
@@ -28,6 +30,17 @@ def t(fn):
     return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
 
 
+def interleaved(fns: list, timer, rounds: int = 3) -> list[list[float]]:
+    """Each fn timed `rounds` times, round-robin (fn 1, 2, ..., n, then again), so that a slow stretch of the
+    GPU (clocks, a neighbour) lands on every candidate instead of on whichever ran then.  One run of the
+    sweep timed candidates one after another and measured the same setting at 18 and 69 µs."""
+    times = [[] for _ in fns]
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            times[i].append(timer(fn))
+    return times
+
+
 def main() -> None:
     from thinkfast.ops.reference.mamba1_step import repeat_heads
     from thinkfast.ops.triton.conv import causal_conv1d_update
@@ -38,6 +51,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--batches", nargs="+", type=int, default=[256, 512])
     ap.add_argument("--shapes", nargs="+", default=["3b"], choices=sorted(SHAPES))
+    ap.add_argument("--rounds", type=int, default=3, help="round-robin timings per setting (median kept)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,21 +76,18 @@ def main() -> None:
             step_bytes = 2 * b * d * n * 4 + 4 * b * d * es + 2 * b * G * n * es
             fused_bytes = 2 * b * d * n * 4 + 2 * b * d_xb * (K - 1) * es + (2 * d_xb + 4 * d) * b * es
 
-            def rec(kind, cfg, ms, nbytes):
-                gbs = nbytes / ms / 1e6
-                rows.append({"kernel": kind, "shape": sname, "batch": b, "config": cfg, "ms": ms, "GBps": gbs,
-                             "of_copy": gbs / copy})
-                print(f"{kind:22s} {sname} B={b:4d} {str(cfg):14s} {ms * 1000:8.1f} us {gbs:7.0f} GB/s "
-                      f"{gbs / copy:5.0%}", flush=True)
+            candidates = []  # (kernel, config, fn, traffic bytes), timed together below
+
+            def rec(kind, cfg, fn, nbytes):
+                candidates.append((kind, cfg, fn, nbytes))
 
             xe, Be = repeat_heads(x, sh["hd"], sh["rep"]), repeat_heads(B, sh["hd"], sh["rep"]).reshape(b, G, n)
             Cc = C.reshape(b, G, n)
             A = -torch.exp(A_log)
             for bd in (32, 64, 128, 256):
                 for nw in (1, 2, 4, 8):
-                    ms = t(lambda: selective_state_update(state, xe, dt, A, Be, Cc, Dp, z, bias, True, idx,
-                                                          block_d=bd, num_warps=nw))
-                    rec("mamba1_step", (bd, nw), ms, step_bytes)
+                    rec("mamba1_step", (bd, nw), lambda bd=bd, nw=nw: selective_state_update(
+                        state, xe, dt, A, Be, Cc, Dp, z, bias, True, idx, block_d=bd, num_warps=nw), step_bytes)
 
             def unfused():
                 xc = causal_conv1d_update(x, cst, w, cb, "silu", idx)
@@ -84,17 +95,24 @@ def main() -> None:
                                               repeat_heads(B, sh["hd"], sh["rep"]).reshape(b, G, n), Cc, Dp, z, bias,
                                               True, idx)
 
-            rec("unfused_sequence", "default", t(unfused), fused_bytes)
+            rec("unfused_sequence", "default", unfused, fused_bytes)
             for bj in (16, 32, 64, 128):
                 for nw in (1, 2, 4, 8):
                     if bj > sh["hd"]:
                         continue
-                    ms = t(lambda: mamba1_fused_step(z, x, B, C, dt, cst, w, cb, state, A_log, Dp, bias, sh["hd"],
-                                                     "silu", True, idx, block_j=bj, num_warps=nw))
-                    rec("mamba1_fused_step", (bj, nw), ms, fused_bytes)
-            ms = t(lambda: mamba1_fused_step(z, x, B, C, dt, cst, w, cb, state, A_log, Dp, bias, sh["hd"],
-                                             "silu", True, idx))
-            rec("mamba1_fused_step", "default", ms, fused_bytes)
+                    rec("mamba1_fused_step", (bj, nw), lambda bj=bj, nw=nw: mamba1_fused_step(
+                        z, x, B, C, dt, cst, w, cb, state, A_log, Dp, bias, sh["hd"], "silu", True, idx,
+                        block_j=bj, num_warps=nw), fused_bytes)
+            rec("mamba1_fused_step", "default", lambda: mamba1_fused_step(
+                z, x, B, C, dt, cst, w, cb, state, A_log, Dp, bias, sh["hd"], "silu", True, idx), fused_bytes)
+            times = interleaved([c[2] for c in candidates], t, a.rounds)
+            for (kind, cfg, _, nbytes), ms_list in zip(candidates, times):
+                ms = sorted(ms_list)[len(ms_list) // 2]
+                gbs = nbytes / ms / 1e6
+                rows.append({"kernel": kind, "shape": sname, "batch": b, "config": cfg, "ms": ms,
+                             "ms_rounds": ms_list, "GBps": gbs, "of_copy": gbs / copy})
+                print(f"{kind:22s} {sname} B={b:4d} {str(cfg):14s} {ms * 1000:8.1f} us {gbs:7.0f} GB/s "
+                      f"{gbs / copy:5.0%}  (rounds {min(ms_list) * 1000:.1f}-{max(ms_list) * 1000:.1f} us)", flush=True)
             del state, cst
             torch.cuda.empty_cache()
     best = {}
