@@ -2,26 +2,22 @@
 
 Runs in a subprocess without TRITON_INTERPRET (this session's kernels are interpreted on a CPU machine and cannot
 be compiled).  The F1 bound guards the SFU softplus: with the accurate-log softplus F1 took 202 instructions a
-step (Triton 3.6 and 3.9), now 118."""
+step (Triton 3.9), now 118."""
 
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from thinkfast.benchmarks.scan_sass import innermost_loops
+from thinkfast.benchmarks.scan_sass import innermost_loops, tools_dir
 
 pytestmark = pytest.mark.triton
 
 
 def _have_cuda_tools() -> bool:
-    import triton
-
-    bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-    return all((bin_dir / tool).exists() for tool in ("ptxas", "nvdisasm", "cuobjdump"))
+    return all((tools_dir() / tool).exists() for tool in ("ptxas", "nvdisasm", "cuobjdump"))
 
 
 def test_innermost_loops_of_a_listing():

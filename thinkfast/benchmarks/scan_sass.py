@@ -42,10 +42,15 @@ LAUNCHES = {  # launch -> (kernel role, flags), as SelectiveScanFn passes them f
 _INSTR = re.compile(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)")
 
 
-def _tool(name: str) -> str:
+def tools_dir() -> Path:
+    """Where Triton's CUDA backend keeps ptxas, nvdisasm and cuobjdump."""
     import triton
 
-    path = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
+    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+
+
+def _tool(name: str) -> str:
+    path = tools_dir() / name
     if not path.exists():
         raise SystemExit(f"scan_sass: {path} not found; it needs Triton's CUDA backend (Linux wheels ship it)")
     return str(path)
