@@ -55,24 +55,21 @@ def _mamba1_fused_step_kernel(
         row = pid_b.to(tl.int64)
     b64 = pid_b.to(tl.int64)
 
-    # ---- conv step on the kv channels c = kv*HD + j (state: K-1 previous inputs, oldest first)
+    # Every load comes first: a store may alias any pointer as far as the compiler knows, so a load
+    # written after the conv-state store would wait for it (two memory round trips per program
+    # instead of one).
+    # ---- loads for the conv step on the kv channels c = kv*HD + j (state: K-1 previous inputs, oldest first)
     c = kv * HD + j
     k = tl.arange(0, KP)
     kmask = jm[:, None] & (k < K - 1)[None, :]
     cs = conv_ptr + row * s_cs_p + c[:, None] * s_cs_c + k[None, :] * s_cs_k
-    old = tl.load(cs, mask=kmask, other=0.0)
-    nxt = tl.load(cs + s_cs_k, mask=jm[:, None] & (k < K - 2)[None, :], other=0.0)
-    xraw = tl.load(x_ptr + b64 * s_x + c, mask=jm, other=0.0)
+    old = tl.load(cs, mask=kmask, other=0.0)  # (BLOCK_J, KP)
+    nxt = tl.load(cs + s_cs_k, mask=jm[:, None] & (k < K - 2)[None, :], other=0.0)  # (BLOCK_J, KP)
+    xraw = tl.load(x_ptr + b64 * s_x + c, mask=jm, other=0.0)  # (BLOCK_J,)
     w = tl.load(cw_ptr + c[:, None] * s_cw_c + k[None, :], mask=kmask, other=0.0).to(tl.float32)
-    acc = tl.sum(old.to(tl.float32) * w, axis=1)
-    acc += xraw.to(tl.float32) * tl.load(cw_ptr + c * s_cw_c + (K - 1), mask=jm, other=0.0).to(tl.float32)
+    w_last = tl.load(cw_ptr + c * s_cw_c + (K - 1), mask=jm, other=0.0).to(tl.float32)  # (BLOCK_J,)
     if HAS_CB:
-        acc += tl.load(cb_ptr + c, mask=jm, other=0.0).to(tl.float32)
-    rolled = tl.where((k == K - 2)[None, :], xraw[:, None].to(conv_ptr.dtype.element_ty), nxt)
-    tl.store(cs, rolled, mask=kmask)
-    if SILU:
-        acc = acc * tl.sigmoid(acc)
-    xc = acc.to(x_ptr.dtype.element_ty).to(tl.float32)  # the conv output is rounded to x's dtype
+        conv_b = tl.load(cb_ptr + c, mask=jm, other=0.0).to(tl.float32)
 
     # ---- B of channel j (kv head kv, group j // N), shared by the REP query heads
     n = tl.arange(0, N)
@@ -88,23 +85,38 @@ def _mamba1_fused_step_kernel(
     i2 = head[:, None] * HD + j[None, :]  # d_inner channels (REP_P, BLOCK_J)
     i3 = i2[:, :, None] * N + n[None, None, :]
     st_ptrs = state_ptr + row * s_st_p + i3
-    hs = tl.load(st_ptrs, mask=m3, other=0.0).to(tl.float32)
-    dtv = tl.load(dt_ptr + b64 * s_dt + i2, mask=m2, other=0.0).to(tl.float32)
+    hs = tl.load(st_ptrs, mask=m3, other=0.0).to(tl.float32)  # (REP_P, BLOCK_J, N)
+    dtv = tl.load(dt_ptr + b64 * s_dt + i2, mask=m2, other=0.0).to(tl.float32)  # (REP_P, BLOCK_J)
     if HAS_BIAS:
         dtv += tl.load(bias_ptr + i2, mask=m2, other=0.0).to(tl.float32)
+    A = -tl.exp(tl.load(alog_ptr + i3, mask=m3, other=0.0).to(tl.float32))  # (REP_P, BLOCK_J, N)
+    c_off = head[:, None, None] * HD + grp_off[None, :, None] + n[None, None, :]
+    Cv = tl.load(C_ptr + b64 * s_C + c_off, mask=m3, other=0.0).to(tl.float32)  # (REP_P, BLOCK_J, N)
+    if HAS_D:
+        Dv = tl.load(D_ptr + i2, mask=m2, other=0.0).to(tl.float32)  # (REP_P, BLOCK_J)
+    if HAS_Z:
+        zv = tl.load(z_ptr + b64 * s_z + i2, mask=m2, other=0.0).to(tl.float32)  # (REP_P, BLOCK_J)
+
+    # ---- conv step + SiLU (the conv state is read once and written once, rolled by one step)
+    acc = tl.sum(old.to(tl.float32) * w, axis=1) + xraw.to(tl.float32) * w_last  # (BLOCK_J,)
+    if HAS_CB:
+        acc += conv_b
+    rolled = tl.where((k == K - 2)[None, :], xraw[:, None].to(conv_ptr.dtype.element_ty), nxt)
+    tl.store(cs, rolled, mask=kmask)
+    if SILU:
+        acc = acc * tl.sigmoid(acc)
+    xc = acc.to(x_ptr.dtype.element_ty).to(tl.float32)  # the conv output is rounded to x's dtype
+
+    # ---- state update, C contraction, D skip, z gate
     if SOFTPLUS:
         dtv = softplus(dtv)
-    A = -tl.exp(tl.load(alog_ptr + i3, mask=m3, other=0.0).to(tl.float32))
-    c_off = head[:, None, None] * HD + grp_off[None, :, None] + n[None, None, :]
-    Cv = tl.load(C_ptr + b64 * s_C + c_off, mask=m3, other=0.0).to(tl.float32)
     dt3 = dtv[:, :, None]
     hs = tl.exp(dt3 * A) * hs + (dt3 * xc[None, :, None]) * Bv[None, :, :]
     tl.store(st_ptrs, hs.to(state_ptr.dtype.element_ty), mask=m3)
     yv = tl.sum(hs * Cv, axis=2)  # (REP_P, BLOCK_J)
     if HAS_D:
-        yv += tl.load(D_ptr + i2, mask=m2, other=0.0).to(tl.float32) * xc[None, :]
+        yv += Dv * xc[None, :]
     if HAS_Z:
-        zv = tl.load(z_ptr + b64 * s_z + i2, mask=m2, other=0.0).to(tl.float32)
         yv = yv * zv * tl.sigmoid(zv)
     tl.store(y_ptr + b64 * s_y + i2, yv.to(y_ptr.dtype.element_ty), mask=m2)
 
@@ -127,9 +139,10 @@ def fused_supported(x, B, C, state, A_log, conv_state, head_dim: int) -> bool:
 
 def _config(head_dim: int, rep: int, n: int) -> tuple[int, int]:
     """(BLOCK_J, num_warps): BLOCK_J = 16 channels of each of the REP (padded to a power of two)
-    query heads, 2 warps.  H200 sweep at the 3B shape (tune_decode, 2026-11-21): 46.8 us at B=256
-    (56% of copy bandwidth counting the fused op's traffic), 88.8 us at B=512 (59%); (32, 4) is
-    within 1% at 512 and 20% slower at 256.
+    query heads, 2 warps.  H200, 2026-12-02, with every load ahead of the stores (.device A/B, 5 rounds
+    round-robin): 3B shape 41.0 us at B=256 (64% of copy bandwidth counting the fused op's traffic;
+    48.2 us with the loads after the conv store), 80.0 us at B=512 (65%; 89.2); Qwen-1.5B shape 25.5 /
+    44.6 us; (32, 4) is within 3% everywhere and (32, 1) up to 3.6x slower at the Qwen shapes.
     THINKFAST_MAMBA1_FUSED_CONFIG="block_j,num_warps" overrides it (tuning runs)."""
     env = os.environ.get("THINKFAST_MAMBA1_FUSED_CONFIG")
     if env:
