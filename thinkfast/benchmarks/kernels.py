@@ -141,6 +141,18 @@ def _scan_inputs(b, l, shape: Shape, device, dtype, requires_grad):
     return t
 
 
+def fwd_bwd_fn(op, grad_out, *args, **kwargs):
+    """One forward + backward of `op(*args, **kwargs)` as a model layer runs it: the gradients of the inputs
+    that require them are returned (`torch.autograd.grad`), not accumulated into leaf `.grad`s, whose
+    accumulation adds (from the second call on) would be timed with the op."""
+    inputs = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor) and v.requires_grad]
+
+    def fn():
+        return torch.autograd.grad(op(*args, **kwargs), inputs, grad_out)
+
+    return fn
+
+
 def bench_sequence(shape: Shape, lengths, batch, device, timer, copy_gbs, dtype=torch.bfloat16, with_ssd=True):
     from thinkfast.ops.triton.conv import causal_conv1d
     from thinkfast.ops.triton.selective_scan import selective_scan
@@ -158,11 +170,7 @@ def bench_sequence(shape: Shape, lengths, batch, device, timer, copy_gbs, dtype=
         rows.append(_row("scan_fwd", shape.name, batch, l, ms, io_fwd, copy_gbs))
         t = _scan_inputs(batch, l, shape, device, dtype, True)
         gy = torch.randn(batch, l, d, device=device, dtype=dtype)
-
-        def fwd_bwd():
-            selective_scan(**t).backward(gy)
-
-        ms = timer(fwd_bwd)
+        ms = timer(fwd_bwd_fn(selective_scan, gy, **t))
         rows.append(_row("scan_fwd_bwd", shape.name, batch, l, ms, io_fwd + io_bwd, copy_gbs))
         del t, gy
         # conv over x (d_xb channels), SiLU, with resets
@@ -175,11 +183,7 @@ def bench_sequence(shape: Shape, lengths, batch, device, timer, copy_gbs, dtype=
             ms = timer(lambda: causal_conv1d(xc, w, cb, "silu", rs))
         rows.append(_row("conv_fwd", shape.name, batch, l, ms, 2 * tok * c * es, copy_gbs))
         gyc = torch.randn(batch, l, c, device=device, dtype=dtype)
-
-        def conv_fwd_bwd():
-            causal_conv1d(xc, w, cb, "silu", rs).backward(gyc)
-
-        ms = timer(conv_fwd_bwd)
+        ms = timer(fwd_bwd_fn(causal_conv1d, gyc, xc, w, cb, "silu", rs))
         rows.append(_row("conv_fwd_bwd", shape.name, batch, l, ms, 5 * tok * c * es, copy_gbs))
         del xc, gyc
         if with_ssd:
@@ -206,11 +210,7 @@ def _bench_ssd(shape, batch, l, device, timer, copy_gbs, dtype):
         with torch.no_grad():
             ms = timer(lambda: ssd_fla(x, g, B, C))
         fwd = _row("ssd_fla_fwd", shape.name, batch, l, ms, (2 * tok * h * p + 2 * tok * h * ns) * es, copy_gbs)
-
-        def fb():
-            ssd_fla(x, g, B, C).backward(gy)
-
-        ms = timer(fb)
+        ms = timer(fwd_bwd_fn(ssd_fla, gy, x, g, B, C))
         both = _row("ssd_fla_fwd_bwd", shape.name, batch, l, ms, (5 * tok * h * p + 4 * tok * h * ns) * es, copy_gbs)
         return [fwd, both]
     except Exception as err:  # fla missing or failing: recorded, not fatal
@@ -283,10 +283,7 @@ def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.b
     mm_ms, flops = time_projections(shape, batch * length, device, dtype, timer)
     t = _scan_inputs(batch, length, shape, device, dtype, True)
     gy = torch.randn(batch, length, d, device=device, dtype=dtype)
-
-    def fwd_bwd():
-        selective_scan(**t).backward(gy)
-
+    fwd_bwd = fwd_bwd_fn(selective_scan, gy, **t)
     scan_ms = timer(fwd_bwd)
     launches = None
     if device.type == "cuda":
@@ -300,8 +297,7 @@ def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.b
     for solver, chunk, warps, clen in scan_configs:
         kw = dict(solver=solver, chunk_size=chunk, chunk_len=clen, num_warps=warps)
 
-        def fb(kw=kw):
-            selective_scan(**t, **kw).backward(gy)
+        fb = fwd_bwd_fn(selective_scan, gy, **t, **kw)
 
         def fw(kw=kw):
             with torch.no_grad():

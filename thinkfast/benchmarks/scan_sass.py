@@ -77,13 +77,15 @@ def innermost_loops(sass: str) -> list[dict]:
     return out
 
 
-def _registers(cubin: Path) -> int:
+def _resources(cubin: Path) -> tuple[int, int]:
+    """(registers per thread, stack bytes per thread: register spills land there)."""
     usage = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", str(cubin)], capture_output=True,
                            text=True, check=True).stdout
-    return int(re.search(r"REG:(\d+)", usage).group(1))
+    stack = re.search(r"STACK:(\d+)", usage)
+    return int(re.search(r"REG:(\d+)", usage).group(1)), int(stack.group(1)) if stack else 0
 
 
-def compile_launch(kernel, constexprs: dict, num_warps: int, arch: int):
+def compile_launch(kernel, constexprs: dict, num_warps: int, arch: int, max_registers: int | None = None):
     """The kernel compiled for sm_<arch> as a launch at the papers' shapes would compile it."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -101,7 +103,8 @@ def compile_launch(kernel, constexprs: dict, num_warps: int, arch: int):
     attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(kernel.arg_names)
              if signature[name] != "constexpr"}
     src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=num_warps))
+    options = dict(num_warps=num_warps, **({"maxnreg": max_registers} if max_registers else {}))
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
 
 
 def analyse(solver: str = "seq", arch: int = 90) -> dict:
@@ -117,12 +120,15 @@ def analyse(solver: str = "seq", arch: int = 90) -> dict:
     result = dict(solver=solver, arch=f"sm_{arch}", sub_tile=T, chunk_len=CL, num_warps=warps, launches={})
     with tempfile.TemporaryDirectory() as tmp:
         for launch, (role, flags) in LAUNCHES.items():
-            compiled = compile_launch(kernels[solver][role], dict(COMMON, T=T, **flags), warps, arch)
+            # B3 of the seq solver runs with a register cap (scan.SEQ_B3_MAX_REGISTERS), compiled with it here too
+            cap = scan.SEQ_B3_MAX_REGISTERS if solver == "seq" and launch == "B3" else None
+            compiled = compile_launch(kernels[solver][role], dict(COMMON, T=T, **flags), warps, arch, cap)
             cubin = Path(tmp) / f"{launch}.cubin"
             cubin.write_bytes(compiled.asm["cubin"])
             sass = subprocess.run([_tool("nvdisasm"), "-c", str(cubin)], capture_output=True, text=True,
                                   check=True).stdout
-            result["launches"][launch] = dict(registers=_registers(cubin), loops=innermost_loops(sass))
+            registers, stack = _resources(cubin)
+            result["launches"][launch] = dict(registers=registers, stack_bytes=stack, loops=innermost_loops(sass))
     return result
 
 
@@ -130,11 +136,11 @@ def markdown(result: dict) -> str:
     lines = [f"# Scan launches' machine code ({result['solver']} solver, {result['arch']})", "",
              f"Sub-tile {result['sub_tile']}, chunk length {result['chunk_len']}, {result['num_warps']} warp(s) per "
              "program; bf16 3B-layer training flags. Instructions per iteration of each innermost loop.", "",
-             "| launch | registers | loop | instructions | " + " | ".join(KINDS) + " |",
-             "|---|---:|---:|---:|" + "---:|" * len(KINDS)]
+             "| launch | registers | spill stack (B) | loop | instructions | " + " | ".join(KINDS) + " |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(KINDS)]
     for launch, r in result["launches"].items():
         for i, loop in enumerate(r["loops"]):
-            lines.append(f"| {launch} | {r['registers']} | {i + 1} | {loop['instructions']} | "
+            lines.append(f"| {launch} | {r['registers']} | {r['stack_bytes']} | {i + 1} | {loop['instructions']} | "
                          + " | ".join(str(loop[k]) for k in KINDS) + " |")
     return "\n".join(lines) + "\n"
 

@@ -200,7 +200,7 @@ def scan_record(shape_name: str, device: torch.device, batch: int, length: int) 
     """Mamba-1 selective scan fwd+bwd vs the layer's in_proj + out_proj matmuls fwd+bwd (bench kernels'
     comparison, through `dispatch.selective_scan` as the model calls it)."""
     from thinkfast.benchmarks.kernels import SHAPES as KSHAPES
-    from thinkfast.benchmarks.kernels import _scan_inputs, time_projections
+    from thinkfast.benchmarks.kernels import _scan_inputs, fwd_bwd_fn, time_projections
     from thinkfast.ops import dispatch
 
     shape = KSHAPES[shape_name]
@@ -216,9 +216,7 @@ def scan_record(shape_name: str, device: torch.device, batch: int, length: int) 
     proj_ms, _ = time_projections(shape, batch * length, device, dtype, timer)
     t = _scan_inputs(batch, length, shape, device, dtype, True)
     gy = torch.randn(batch, length, d, device=device, dtype=dtype)
-
-    def fwd_bwd():
-        dispatch.selective_scan(**t).backward(gy)
+    fwd_bwd = fwd_bwd_fn(dispatch.selective_scan, gy, **t)
 
     def fwd():
         with torch.no_grad():

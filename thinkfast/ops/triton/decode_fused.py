@@ -24,6 +24,8 @@ def _add_rms_norm_kernel(h_ptr, d_ptr, w_ptr, hout_ptr, y_ptr, D, eps, s_h, s_d,
     offs = tl.arange(0, BLOCK)
     m = offs < D
     h = tl.load(h_ptr + row * s_h + offs, mask=m, other=0.0)
+    # loaded before the store below: a load written after a store waits for it (the store may alias it)
+    w = tl.load(w_ptr + offs, mask=m, other=0.0).to(tl.float32)
     if HAS_DELTA:
         h = (h.to(tl.float32) + tl.load(d_ptr + row * s_d + offs, mask=m, other=0.0).to(tl.float32))
         h = h.to(hout_ptr.dtype.element_ty)
@@ -31,7 +33,6 @@ def _add_rms_norm_kernel(h_ptr, d_ptr, w_ptr, hout_ptr, y_ptr, D, eps, s_h, s_d,
     hf = h.to(tl.float32)
     rstd = 1.0 / tl.sqrt(tl.sum(hf * hf, axis=0) / D + eps)
     normed = (hf * rstd).to(y_ptr.dtype.element_ty).to(tl.float32)
-    w = tl.load(w_ptr + offs, mask=m, other=0.0).to(tl.float32)
     tl.store(y_ptr + row * s_y + offs, (w * normed).to(y_ptr.dtype.element_ty), mask=m)
 
 
@@ -129,13 +130,15 @@ def _rope_kv_write_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, slot_ptr, inv_freq_ptr, 
     else:
         kh = head - H
         slot = tl.load(slot_ptr + row).to(tl.int64)
+        vsrc = v_ptr + row * s_vb + kh * s_vh
+        v1 = tl.load(vsrc + offs)  # v is loaded before the k stores: a load after a store waits for it
+        v2 = tl.load(vsrc + HALF + offs)
         kdst = kc_ptr + slot * s_cs + kh * s_ch + pos.to(tl.int64) * s_cl
         tl.store(kdst + offs, lo.to(kc_ptr.dtype.element_ty))
         tl.store(kdst + HALF + offs, hi.to(kc_ptr.dtype.element_ty))
-        vsrc = v_ptr + row * s_vb + kh * s_vh
         vdst = vc_ptr + slot * s_vs + kh * s_vch + pos.to(tl.int64) * s_vl
-        tl.store(vdst + offs, tl.load(vsrc + offs).to(vc_ptr.dtype.element_ty))
-        tl.store(vdst + HALF + offs, tl.load(vsrc + HALF + offs).to(vc_ptr.dtype.element_ty))
+        tl.store(vdst + offs, v1.to(vc_ptr.dtype.element_ty))
+        tl.store(vdst + HALF + offs, v2.to(vc_ptr.dtype.element_ty))
 
 
 def rope_kv_write(q, k, v, positions, inv_freq, k_cache, v_cache, slots):
