@@ -4,6 +4,7 @@ import argparse
 import json
 
 import pytest
+import torch
 
 from thinkfast.cli import build_parser
 from thinkfast.commands.bench_group import get_bench_subparsers
@@ -62,3 +63,24 @@ def test_scan_launches_are_labelled_in_order_and_averaged():
     assert got == {"F1": 2.0, "F2": 0.2, "F3": 4.0, "B1": 3.0, "B2": 0.4, "B3": 8.0, "other": 0.1}
     with pytest.raises(ValueError, match="expected 6 scan launches per call"):
         label_scan_launches(one_call[:4])
+
+
+def test_timed_fwd_bwd_returns_gradients_without_accumulating_them():
+    from thinkfast.benchmarks.kernels import fwd_bwd_fn
+
+    x = torch.randn(5, 3, requires_grad=True)
+    w = torch.randn(3, requires_grad=True)
+    c = torch.randn(3)  # no gradient asked: not an input of the backward
+    calls = []
+
+    def op(x, w, c, scale=2.0):
+        calls.append(1)
+        return (x * w + c) * scale
+
+    fn = fwd_bwd_fn(op, torch.ones(5, 3), x, w, c, scale=2.0)
+    fn()
+    gx, gw = fn()
+    assert len(calls) == 2
+    torch.testing.assert_close(gx, 2 * w.detach().expand(5, 3))
+    torch.testing.assert_close(gw, 2 * x.detach().sum(0))
+    assert x.grad is None and w.grad is None  # a model layer's backward hands gradients on, it does not add them
