@@ -22,6 +22,23 @@ def test_roofline_matches_spec_example():
     assert 30e3 < bounds["hybrid-3b"] < 45e3  # the papers round to ~37k; shapes here give ~42k at 3.35 TB/s
 
 
+def test_serial_bound_adds_the_parts_the_roofline_overlaps():
+    numbers = dict(params=1e9, weight_bytes=2e9, kv_bytes_per_token=1e5, recurrent_state_bytes=1e6)
+    bw, flops = 4e12, 8e14
+    parts = roofline.step_parts_seconds(numbers, 256, 1000, bw, flops)
+    # matmuls: 2 * 1e9 * 256 flops (0.64 ms) outlast the weights' bytes (0.5 ms); kv 25.6 GB; state 512 MB
+    assert parts["matmuls"] == 2 * 1e9 * 256 / flops
+    assert parts["kv"] == 256 * 1000 * 1e5 / bw and parts["state"] == 2 * 256 * 1e6 / bw
+    roof = roofline.step_bound_seconds(numbers, 256, 1000, bw, flops)
+    assert roof == (2e9 + 256 * 1000 * 1e5 + 2 * 256 * 1e6) / bw < sum(parts.values())  # bytes-bound roofline
+    serial = roofline.generation_bound_tokens_per_s(numbers, 256, 999, 1, bw, flops, serial=True)  # mean context 1000
+    assert serial == 256 / sum(parts.values())
+    # one part alone (weights, flops below their bytes): the two bounds agree
+    weights_only = dict(numbers, kv_bytes_per_token=0, recurrent_state_bytes=0)
+    assert roofline.generation_bound_tokens_per_s(weights_only, 8, 10, 5, bw, flops, serial=True) == \
+        roofline.generation_bound_tokens_per_s(weights_only, 8, 10, 5, bw, flops)
+
+
 def test_integration_of_linear_step_time():
     # step time 1 ms + 1 us per context token: exact sum over steps at contexts 11..19
     contexts, secs = [11, 19], [1e-3 + 11e-6, 1e-3 + 19e-6]
@@ -108,3 +125,19 @@ def test_qwen_report_ratios_and_roofline_plot(tmp_path):
     assert "| qwen-1.5b | hybrid-qwen-1.5b | G | 512 | 200+2048 |" in text and "2.50× | 2.00×" in text
     assert "**default** (the peer)" in text and "speed_roofline.png" in text
     assert (tmp_path / "speed.png").stat().st_size > 1000 and (tmp_path / "speed_roofline.png").stat().st_size > 1000
+
+
+def test_decode_profile_markdown_gives_both_bounds():
+    from thinkfast.benchmarks.profile_decode import markdown
+
+    point = dict(model="hybrid-3b", batch=256, context=2304, graph_ms=7.68, kernel_ms=7.61, launches_per_step=272,
+                 bound_ms=5.58, bytes_ms=5.58, flops_ms=2.22, fraction_of_bound=5.58 / 7.68,
+                 parts_ms={"matmuls": 2.2, "kv": 3.4, "state": 0.5}, serial_bound_ms=6.1,
+                 kernels=[dict(name="_decode_attn_split_kernel", ms_per_step=3.37, calls_per_step=6)])
+    result = dict(gpu="H200", date="2026-12-02", torch="2.11", bandwidth=4.24e12, flops=7.94e14, points=[point])
+    text = markdown(result)
+    assert "roofline bound 5.580 ms" in text and "-> 73% of bound" in text
+    assert "serial bound 6.100 ms (matmuls 2.200, kv 3.400, state 0.500) -> 79%" in text
+    assert "`_decode_attn_split_kernel` | 3.370 | 6 |" in text
+    old = {k: v for k, v in point.items() if k not in ("parts_ms", "serial_bound_ms")}  # a profile.json from before
+    assert "serial bound" not in markdown(dict(result, points=[old]))

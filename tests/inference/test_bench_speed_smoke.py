@@ -86,6 +86,8 @@ def test_qwen_protocol_through_the_command_compares_ssm_state_dtypes(tmp_path, m
     for p in saved["points"] + saved["full"]:
         assert not p["oom"] and p["bound_tokens_per_s"] > 0 and p["fraction_of_bound"] == pytest.approx(
             p["tokens_per_s"] / p["bound_tokens_per_s"])
+        assert p["serial_bound_tokens_per_s"] <= p["bound_tokens_per_s"] * (1 + 1e-9)
+        assert p["fraction_of_serial_bound"] == pytest.approx(p["tokens_per_s"] / p["serial_bound_tokens_per_s"])
     # hybrid / teacher beside the bound ratio, for both state dtypes; bf16 vs fp32 at every hybrid point
     assert {(r["student"], r["ssm_state_dtype"]) for r in saved["ratios"]} == runs - {("qwen-0.5b", None),
                                                                                        ("qwen-1.5b", None)}

@@ -142,7 +142,10 @@ def run(models, batches, prompt, gen, steps, out: Path) -> dict:
                 continue
             point = profile_point(engine, timer.mode, batch, context, steps)
             bound_ms = 1000 * roofline.step_bound_seconds(numbers, batch, context, hw["bandwidth"], hw["flops"])
+            parts = roofline.step_parts_seconds(numbers, batch, context, hw["bandwidth"], hw["flops"])
             point.update(model=name, bound_ms=bound_ms, fraction_of_bound=bound_ms / point["graph_ms"],
+                         parts_ms={k: 1000 * v for k, v in parts.items()},
+                         serial_bound_ms=1000 * sum(parts.values()),
                          bytes_ms=1000 * (numbers["weight_bytes"] + batch * context * numbers["kv_bytes_per_token"]
                                           + 2 * batch * numbers["recurrent_state_bytes"]) / hw["bandwidth"],
                          flops_ms=1000 * 2 * numbers["params"] * batch / hw["flops"])
@@ -168,7 +171,10 @@ def markdown(result: dict, top: int = 18) -> str:
         lines += [f"## {p['model']}, batch {p['batch']}, context {p['context']}", "",
                   f"graph step {p['graph_ms']:.3f} ms; sum of kernels {p['kernel_ms']:.3f} ms "
                   f"({p['launches_per_step']:.0f} launches); roofline bound {p['bound_ms']:.3f} ms "
-                  f"(bytes {p['bytes_ms']:.3f} ms, flops {p['flops_ms']:.3f} ms) -> {p['fraction_of_bound']:.0%} of bound", "",
+                  f"(bytes {p['bytes_ms']:.3f} ms, flops {p['flops_ms']:.3f} ms) -> {p['fraction_of_bound']:.0%} of bound"
+                  + (f"; serial bound {p['serial_bound_ms']:.3f} ms ("
+                     + ", ".join(f"{k} {v:.3f}" for k, v in p["parts_ms"].items())
+                     + f") -> {p['serial_bound_ms'] / p['graph_ms']:.0%}" if "serial_bound_ms" in p else ""), "",
                   *markdown_rows(p["kernels"], top), ""]
     return "\n".join(lines)
 

@@ -168,16 +168,22 @@ def write_markdown(results: dict, out: Path) -> None:
         "",
         "![throughput](speed.png)",
         "",
-        "| model | protocol | batch | prompt+gen | tok/s | ms/step | bound tok/s | of bound | method | note |",
-        "|---|---|---:|---|---:|---:|---:|---:|---|---|",
+        "| model | protocol | batch | prompt+gen | tok/s | ms/step | bound tok/s | of bound | of serial bound | method "
+        "| note |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for p in results["points"] + results["full"]:
         note = p.get("reason", "") + (f" ({p['verified']})" if p.get("verified") else "")
         lines.append(
             f"| {series(p)} | {p['protocol']} | {p['batch']} | {p['prompt']}+{p['gen']} | "
             f"{'OOM' if p['oom'] else _fmt(p['tokens_per_s'])} | {_fmt(p.get('latency_ms_per_step'), '.2f')} | "
-            f"{_fmt(p['bound_tokens_per_s'])} | {_fmt(p.get('fraction_of_bound'), '.0%')} | {p.get('method', '')} | {note} |"
+            f"{_fmt(p['bound_tokens_per_s'])} | {_fmt(p.get('fraction_of_bound'), '.0%')} | "
+            f"{_fmt(p.get('fraction_of_serial_bound'), '.0%')} | {p.get('method', '')} | {note} |"
         )
+    lines += ["", "Bound: the roofline (every byte of the step at copy bandwidth, or every matmul flop at the matmul "
+                  "rate, whichever is longer). Serial bound: the step's parts one after another, each at its own "
+                  "limit (weights' matmuls, KV reads, recurrent state), as its kernels run; the flop-bound matmuls "
+                  "cannot hide the attention's KV reads (`roofline.step_parts_seconds`)."]
     rows = results.get("ratios") or []
     if rows:
         lines += ["", "Student / teacher of the same shape at each point: measured throughput ratio beside the "

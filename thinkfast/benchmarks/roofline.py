@@ -57,13 +57,29 @@ def model_numbers(model, ssm_state_dtype: str = DEFAULT_SSM_STATE_DTYPE) -> dict
 
 
 def step_bound_seconds(numbers: dict, batch: int, context: float, bandwidth: float, flops: float) -> float:
+    """The roofline bound of one decode step: all its bytes at copy bandwidth or all its matmul flops at the
+    matmul rate, whichever takes longer (as if the flop-bound matmuls overlapped the byte-bound cache reads)."""
     bytes_ = numbers["weight_bytes"] + batch * context * numbers["kv_bytes_per_token"] + 2 * batch * numbers["recurrent_state_bytes"]
     return max(bytes_ / bandwidth, 2 * numbers["params"] * batch / flops)
 
 
-def generation_bound_tokens_per_s(numbers, batch, prompt, steps, bandwidth, flops) -> float:
-    """Bound on decode throughput for `steps` decode steps after a prompt of `prompt` tokens."""
+def step_parts_seconds(numbers: dict, batch: int, context: float, bandwidth: float, flops: float) -> dict:
+    """One decode step's parts, each at its own limit: "matmuls" (every weight read once, or their flops if that
+    takes longer), "kv" (the attention layers' cache reads), "state" (the recurrent state read and written).
+    Their sum is the serial bound: a step's kernels run one after another, so the matmuls' flops cannot hide
+    the attention's KV reads; it is what a perfect kernel for each part would add up to."""
+    return {"matmuls": max(numbers["weight_bytes"] / bandwidth, 2 * numbers["params"] * batch / flops),
+            "kv": batch * context * numbers["kv_bytes_per_token"] / bandwidth,
+            "state": 2 * batch * numbers["recurrent_state_bytes"] / bandwidth}
+
+
+def generation_bound_tokens_per_s(numbers, batch, prompt, steps, bandwidth, flops, serial: bool = False) -> float:
+    """Bound on decode throughput for `steps` decode steps after a prompt of `prompt` tokens: the roofline
+    bound, or with `serial` the sum of the step's parts (`step_parts_seconds`), never above it."""
     # a step at context L (new token included) costs linearly in L: integrate exactly by the mean context
     mean_context = prompt + (steps + 1) / 2
-    per_step = step_bound_seconds(numbers, batch, mean_context, bandwidth, flops)
+    if serial:
+        per_step = sum(step_parts_seconds(numbers, batch, mean_context, bandwidth, flops).values())
+    else:
+        per_step = step_bound_seconds(numbers, batch, mean_context, bandwidth, flops)
     return batch / per_step

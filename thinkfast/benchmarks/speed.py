@@ -198,10 +198,17 @@ def _state_dtype(numbers: dict) -> str:
 
 def _point_base(name, protocol, batch, prompt, gen, numbers, hw):
     bound = roofline.generation_bound_tokens_per_s(numbers, batch, prompt, gen - 1, hw["bandwidth"], hw["flops"])
+    serial = roofline.generation_bound_tokens_per_s(numbers, batch, prompt, gen - 1, hw["bandwidth"], hw["flops"],
+                                                    serial=True)
     return {"model": name, "ssm_state_dtype": numbers["ssm_state_dtype"], "protocol": protocol, "batch": batch,
-            "prompt": prompt, "gen": gen, "bound_tokens_per_s": bound,
+            "prompt": prompt, "gen": gen, "bound_tokens_per_s": bound, "serial_bound_tokens_per_s": serial,
             "state_bytes": batch * (numbers["recurrent_state_bytes"] + (prompt + gen) * numbers["kv_bytes_per_token"]),
             "weight_bytes": numbers["weight_bytes"]}
+
+
+def _fractions(point: dict, tokens_per_s: float) -> dict:
+    return {"fraction_of_bound": tokens_per_s / point["bound_tokens_per_s"],
+            "fraction_of_serial_bound": tokens_per_s / point["serial_bound_tokens_per_s"]}
 
 
 def _verify_oom(model, batch: int, capacity: int, ssm_state_dtype: str) -> str:
@@ -253,8 +260,7 @@ def sweep(model, name, numbers, hw, protocol, prompt, gens, batches, cfg) -> lis
                 tps = batch * (gen - 1) / decode_s
                 point.update(oom=False, method="sampled", contexts=use, step_seconds=secs, decode_s=decode_s,
                              tokens_per_s=tps, latency_ms_per_step=1000 * decode_s / (gen - 1),
-                             fraction_of_bound=tps / point["bound_tokens_per_s"],
-                             engine_slots=timer.engine.num_slots,
+                             **_fractions(point, tps), engine_slots=timer.engine.num_slots,
                              engine_peak_bytes=_peak())
             except Exception as err:  # noqa: BLE001
                 if not _is_oom(err):
@@ -296,7 +302,7 @@ def full_run(model, name, numbers, hw, protocol, prompt, gen, batch) -> dict:
         tps = stats["decode_tokens"] / stats["decode_s"]
         point.update(oom=False, method="full", tokens_per_s=tps, decode_s=stats["decode_s"], wall_s=wall,
                      latency_ms_per_step=1000 * stats["decode_s"] / stats["decode_steps"],
-                     fraction_of_bound=tps / point["bound_tokens_per_s"], engine_stats=stats,
+                     **_fractions(point, tps), engine_stats=stats,
                      engine_peak_bytes=_peak())
         log.info("%s %s B=%d G=%d full run: %.0f tok/s", name, protocol, batch, gen, tps)
         del engine
