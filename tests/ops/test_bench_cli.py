@@ -84,3 +84,30 @@ def test_timed_fwd_bwd_returns_gradients_without_accumulating_them():
     torch.testing.assert_close(gx, 2 * w.detach().expand(5, 3))
     torch.testing.assert_close(gw, 2 * x.detach().sum(0))
     assert x.grad is None and w.grad is None  # a model layer's backward hands gradients on, it does not add them
+
+
+def test_packed_reset_marks_two_to_four_documents_per_row():
+    from thinkfast.benchmarks.kernels import packed_reset
+
+    reset = packed_reset(6, 64, "cpu")
+    assert reset.shape == (6, 64) and reset.dtype == torch.bool and reset[:, 0].all()
+    starts = reset.sum(1)
+    assert ((starts >= 2) & (starts <= 4)).all() and len(set(starts.tolist())) > 1  # 1-3 cuts, not always the same
+    assert not reset[:, 1:8].any() and not reset[:, -8:].any()  # cuts in the middle three quarters
+    assert torch.equal(reset, packed_reset(6, 64, "cpu"))  # seeded: the same rows every run
+
+
+def test_training_comparison_times_the_packed_scan_too():
+    from thinkfast.benchmarks.kernels import bench_training_comparison
+
+    calls = []
+
+    def timer(fn):  # runs each timed function once; "1 ms" each
+        calls.append(fn())
+        return 1.0
+
+    c = bench_training_comparison(torch.device("cpu"), timer, batch=1, length=8, dtype=torch.float32, shape_name="tiny")
+    assert c["scan_packed_fwd_bwd_ms"] == 1.0 and c["scan_fwd_bwd_ms"] == 1.0 and c["matmul_fwd_bwd_ms"] == 1.0
+    assert len(calls) == 4  # projections, scan fwd+bwd, scan fwd, packed scan fwd+bwd
+    packed_grads = calls[3]
+    assert all(torch.isfinite(g).all() for g in packed_grads)

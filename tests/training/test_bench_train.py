@@ -87,6 +87,7 @@ def test_bench_train_command_writes_json_and_markdown(tmp_path):
     assert result["backends"]["scan_solver"] in ("seq", "tile")  # which scan produced the figures
     (scan,) = [r for r in result["records"] if r.get("kernel") == "selective_scan"]
     assert scan["shape"] == "tiny" and scan["fwd_bwd_ms"] > 0 and scan["projections_ms"] > 0
+    assert scan["packed_fwd_bwd_ms"] > 0 and scan["packed_over_projections"] > 0  # training rows carry resets
     md = (tmp_path / "bench_train.md").read_text()
     assert "| tiny | distill |" in md and "selective scan" in md
 

@@ -16,6 +16,7 @@ import datetime
 import json
 import math
 import platform
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +124,20 @@ def bench_decode(shape: Shape, batches, device, timer, copy_gbs, dtype=torch.bfl
     return rows
 
 
-def _scan_inputs(b, l, shape: Shape, device, dtype, requires_grad):
+def packed_reset(b: int, l: int, device, seed: int = 0) -> torch.Tensor:
+    """(b, l) bool document starts of packed training rows, as `bench train` packs them: each row 2-4 documents
+    (1-3 cuts in the middle three quarters), column 0 a start."""
+    rng = random.Random(seed)
+    reset = torch.zeros(b, l, dtype=torch.bool)
+    reset[:, 0] = True
+    for row in range(b):
+        for cut in rng.sample(range(l // 8, l - l // 8), rng.randint(1, 3)):
+            reset[row, cut] = True
+    return reset.to(device)
+
+
+def _scan_inputs(b, l, shape: Shape, device, dtype, requires_grad, packed: bool = False):
+    """The 3B / 1B layer's scan arguments; `packed`: with the document resets of packed training rows."""
     d, G, n = shape.d_inner, shape.groups, D_STATE
     t = dict(
         x=torch.randn(b, l, d, device=device, dtype=dtype),
@@ -138,6 +152,8 @@ def _scan_inputs(b, l, shape: Shape, device, dtype, requires_grad):
     if requires_grad:
         for v in t.values():
             v.requires_grad_(True)
+    if packed:
+        t["reset"] = packed_reset(b, l, device)
     return t
 
 
@@ -270,14 +286,15 @@ def profile_scan_launches(fn, reps: int = 3) -> dict:
     return label_scan_launches(kernels)
 
 
-def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.bfloat16, scan_configs=()):
+def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.bfloat16, scan_configs=(),
+                              shape_name="3b"):
     """3B layer: scan fwd+bwd vs in_proj + out_proj matmuls fwd+bwd (the 3B hybrid's Mamba-1 dimensions).
 
     `scan_configs`: extra (solver or None, sub-tile, num_warps, chunk length or None) to time (the default
     config is always timed)."""
     from thinkfast.ops.triton.selective_scan import selective_scan
 
-    shape = SHAPES["3b"]
+    shape = SHAPES[shape_name]
     dm, d = shape.d_model, shape.d_inner
     proj_out = d + shape.d_xb + shape.d_xb + d + math.ceil(dm / 16)  # z | x | B | C | dt_low
     mm_ms, flops = time_projections(shape, batch * length, device, dtype, timer)
@@ -293,6 +310,10 @@ def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.b
             launches = {"error": repr(err)[:300]}
     with torch.no_grad():
         scan_fwd_ms = timer(lambda: selective_scan(**t))
+    # training rows are packed documents: the same scan with their resets (another code path in every launch)
+    tp = _scan_inputs(batch, length, shape, device, dtype, True, packed=True)
+    packed_ms = timer(fwd_bwd_fn(selective_scan, gy, **tp))
+    del tp
     sweep = []
     for solver, chunk, warps, clen in scan_configs:
         kw = dict(solver=solver, chunk_size=chunk, chunk_len=clen, num_warps=warps)
@@ -307,11 +328,11 @@ def bench_training_comparison(device, timer, batch=4, length=4096, dtype=torch.b
             sweep.append(dict(row, scan_fwd_ms=round(timer(fw), 4), scan_fwd_bwd_ms=round(timer(fb), 4)))
         except Exception as err:  # e.g. out of registers / shared memory: recorded, not fatal
             sweep.append(dict(row, error=repr(err)[:300]))
-    return dict(batch=batch, length=length, shape="3b", in_proj=f"{dm}->{proj_out}", out_proj=f"{d}->{dm}",
+    return dict(batch=batch, length=length, shape=shape_name, in_proj=f"{dm}->{proj_out}", out_proj=f"{d}->{dm}",
                 scan_config_sweep=sweep,
                 matmul_fwd_bwd_ms=round(mm_ms, 4), matmul_tflops=round(flops / (mm_ms * 1e-3) / 1e12, 1),
                 scan_fwd_ms=round(scan_fwd_ms, 4), scan_fwd_bwd_ms=round(scan_ms, 4), scan_launches_ms=launches,
-                scan_over_matmul=round(scan_ms / mm_ms, 3),
+                scan_over_matmul=round(scan_ms / mm_ms, 3), scan_packed_fwd_bwd_ms=round(packed_ms, 4),
                 target_met=scan_ms < mm_ms)
 
 
@@ -358,12 +379,16 @@ def markdown(result) -> str:
                      f"{r['bytes'] / 1e6:.1f} | {r['gb_s']} | {r['frac_copy']:.0%} |")
     c = result.get("training_comparison")
     if c:
-        lines += ["", "## Scan vs projections (3B layer, training step)", "",
+        lines += ["", f"## Scan vs projections ({c['shape']} layer, training step)", "",
                   f"batch {c['batch']}, length {c['length']}: scan fwd {c.get('scan_fwd_ms')} ms, "
                   f"fwd+bwd {c['scan_fwd_bwd_ms']} ms vs "
                   f"in_proj ({c['in_proj']}) + out_proj ({c['out_proj']}) matmuls fwd+bwd {c['matmul_fwd_bwd_ms']} ms "
                   f"({c['matmul_tflops']} TFLOP/s): ratio {c['scan_over_matmul']}, "
                   f"target (< 1) {'met' if c['target_met'] else 'MISSED'}."]
+        if c.get("scan_packed_fwd_bwd_ms") is not None:
+            lines += ["", f"With the resets of packed training rows (2-4 documents per row): fwd+bwd "
+                          f"{c['scan_packed_fwd_bwd_ms']} ms, {c['scan_packed_fwd_bwd_ms'] / c['matmul_fwd_bwd_ms']:.3f}x "
+                          "the matmuls."]
         if c.get("scan_launches_ms"):
             lines += ["", "Default config, ms per launch (torch.profiler, mean of 3 calls): "
                       + ", ".join(f"{k} {v}" for k, v in c["scan_launches_ms"].items()) + "."]

@@ -25,7 +25,6 @@ import datetime
 import gc
 import json
 import logging
-import os
 import platform
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 
 from thinkfast.benchmarks import roofline
-from thinkfast.benchmarks.shapes import MODELS, build_model, describe
+from thinkfast.benchmarks.shapes import build_model, describe
 from thinkfast.inference.params import DEFAULT_SSM_STATE_DTYPE
 
 log = logging.getLogger("thinkfast.bench")

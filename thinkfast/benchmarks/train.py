@@ -217,6 +217,8 @@ def scan_record(shape_name: str, device: torch.device, batch: int, length: int) 
     t = _scan_inputs(batch, length, shape, device, dtype, True)
     gy = torch.randn(batch, length, d, device=device, dtype=dtype)
     fwd_bwd = fwd_bwd_fn(dispatch.selective_scan, gy, **t)
+    packed = _scan_inputs(batch, length, shape, device, dtype, True, packed=True)  # training rows: with resets
+    packed_fwd_bwd = fwd_bwd_fn(dispatch.selective_scan, gy, **packed)
 
     def fwd():
         with torch.no_grad():
@@ -225,9 +227,12 @@ def scan_record(shape_name: str, device: torch.device, batch: int, length: int) 
     fwd_bwd()
     fwd_bwd_ms = _median_ms(fwd_bwd, device, reps)
     fwd_ms = _median_ms(fwd, device, reps)
+    packed_fwd_bwd()
+    packed_ms = _median_ms(packed_fwd_bwd, device, reps)
     return {"kernel": "selective_scan", "shape": shape_name, "batch": batch, "length": length,
             "dtype": str(dtype).replace("torch.", ""), "fwd_ms": round(fwd_ms, 4), "fwd_bwd_ms": round(fwd_bwd_ms, 4),
             "projections_ms": round(proj_ms, 4), "scan_over_projections": round(fwd_bwd_ms / proj_ms, 3),
+            "packed_fwd_bwd_ms": round(packed_ms, 4), "packed_over_projections": round(packed_ms / proj_ms, 3),
             "in_proj": f"{dm}->{proj_out}", "out_proj": f"{d}->{dm}"}
 
 
@@ -548,7 +553,9 @@ def markdown(results: dict) -> str:
                 lines.append(
                     f"{r['shape']} layer, batch {r['batch']} x {r['length']}, {r['dtype']}: scan fwd {r['fwd_ms']} ms, "
                     f"fwd+bwd {r['fwd_bwd_ms']} ms vs in_proj ({r['in_proj']}) + out_proj ({r['out_proj']}) fwd+bwd "
-                    f"{r['projections_ms']} ms: {r['scan_over_projections']}x.")
+                    f"{r['projections_ms']} ms: {r['scan_over_projections']}x."
+                    + (f" With the resets of packed training rows: fwd+bwd {r['packed_fwd_bwd_ms']} ms, "
+                       f"{r['packed_over_projections']}x." if "packed_fwd_bwd_ms" in r else ""))
     for r in results["records"]:
         if "profile" in r:
             lines += ["", *profile_markdown(r)]
