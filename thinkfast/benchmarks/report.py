@@ -2,7 +2,8 @@
 
 speed.png: tokens/s (with the roofline bound dotted) and fraction of bound, one column per panel
 (a protocol, or a protocol's generation length when it sweeps batches at several lengths).
-speed_roofline.png: fraction of the roofline bound by model shape, teacher beside its students.
+speed_roofline.png: fraction of the roofline bound by model shape, teacher beside its students; a black tick on
+each bar marks its serial bound as a fraction of the roofline (the ceiling for a step's kernels in sequence).
 A model measured with a non-default SSM state dtype is its own series ("hybrid-qwen-0.5b, bf16 state").
 """
 
@@ -129,18 +130,24 @@ def write_roofline_plot(results: dict, out: Path) -> Path | None:
                   key=lambda k: (*k[:4], order.index(k[4].split(",")[0]), k[4]))
     fig, ax = plt.subplots(figsize=(min(16, 4 + 2.5 * len(shapes)), 5 + 0.15 * len(keys)))
     width = 0.8 / max(1, len(keys))
+    ceiling_label = "serial bound / roofline (the most kernels run one after another can reach)"
     for i, key in enumerate(keys):
         protocol, batch, gen, method, kind = key
-        xs, ys = [], []
+        xs, ys, ceilings = [], [], []
         for j, shape in enumerate(shapes):
             found = [p for p in pts if MODELS[p["model"]][0] == shape and kind_of(p) == kind and
                      (p["protocol"], p["batch"], p["gen"], p.get("method", "")) == (protocol, batch, gen, method)]
             if found:
                 xs.append(j - 0.4 + width * (i + 0.5))
                 ys.append(found[0]["fraction_of_bound"])
+                if found[0].get("serial_bound_tokens_per_s"):
+                    ceilings.append((xs[-1], found[0]["serial_bound_tokens_per_s"] / found[0]["bound_tokens_per_s"]))
         if xs:
             ax.bar(xs, ys, width, label=f"{kind} {protocol} B={batch} gen {gen} {method}",
                    hatch="//" if kind == "teacher" else None, alpha=0.85)
+        for x, ceiling in ceilings:  # a black tick per bar; labelled once
+            ax.hlines(ceiling, x - width / 2, x + width / 2, colors="black", linewidth=1.6, label=ceiling_label)
+            ceiling_label = None
     ax.set_xticks(range(len(shapes)))
     ax.set_xticklabels(shapes)
     ax.set_ylabel("fraction of roofline bound")
@@ -212,7 +219,8 @@ def write_markdown(results: dict, out: Path) -> None:
                 f"{r['speedup']:.2f}× | {r['bound_ratio']:.2f}× | {r['fraction_of_bound']:.0%} | "
                 f"{r['base_fraction_of_bound']:.0%} |")
     if (out / "speed_roofline.png").exists():
-        lines += ["", "Fraction of the roofline bound by shape (teacher hatched, beside its students):", "",
+        lines += ["", "Fraction of the roofline bound by shape (teacher hatched, beside its students; the black tick on "
+                      "a bar is its serial bound over the roofline):", "",
                   "![fraction of roofline by shape](speed_roofline.png)"]
     if results.get("peer"):
         lines += ["", "Peer: HF transformers `generate`, static cache, random weights of the same shape "
