@@ -139,10 +139,11 @@ def fused_supported(x, B, C, state, A_log, conv_state, head_dim: int) -> bool:
 
 def _config(head_dim: int, rep: int, n: int) -> tuple[int, int]:
     """(BLOCK_J, num_warps): BLOCK_J = 16 channels of each of the REP (padded to a power of two)
-    query heads, 2 warps.  H200, 2026-12-02, with every load ahead of the stores (.device A/B, 5 rounds
+    query heads, 2 warps.  H200, 2026-12-02, with every load ahead of the stores (A/B, 5 rounds
     round-robin): 3B shape 41.0 us at B=256 (64% of copy bandwidth counting the fused op's traffic;
     48.2 us with the loads after the conv store), 80.0 us at B=512 (65%; 89.2); Qwen-1.5B shape 25.5 /
-    44.6 us; (32, 4) is within 3% everywhere and (32, 1) up to 3.6x slower at the Qwen shapes.
+    44.6 us; (32, 4) is within 3% everywhere and (32, 1) up to 3.6x slower at the Qwen shapes
+    (docs/results/decode_profile_h200/fused_step_load_order_2026-12-02.md).
     THINKFAST_MAMBA1_FUSED_CONFIG="block_j,num_warps" overrides it (tuning runs)."""
     env = os.environ.get("THINKFAST_MAMBA1_FUSED_CONFIG")
     if env:
