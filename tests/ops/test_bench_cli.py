@@ -35,7 +35,7 @@ def test_bench_kernels_smoke(tmp_path):
     assert rc == 0
     result = json.loads((tmp_path / "kernels.json").read_text())
     kernels = {r["kernel"] for r in result["rows"]}
-    assert {"mamba1_step", "conv_step", "ssd_step", "scan_fwd", "scan_fwd_bwd", "conv_fwd", "conv_fwd_bwd"} <= kernels
+    assert {"mamba1_step", "mamba1_fused_step", "conv_step", "ssd_step", "scan_fwd", "scan_fwd_bwd", "conv_fwd", "conv_fwd_bwd"} <= kernels
     assert all(r["ms"] > 0 and r["bytes"] > 0 for r in result["rows"])
     assert "| mamba1_step | tiny | 2 |" in (tmp_path / "kernels.md").read_text()
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from triton.testing import do_bench
 
+from thinkfast.benchmarks.kernels import fused_step_bytes
 from thinkfast.benchmarks.roofline import measure_copy_bandwidth
 
 SHAPES = {"3b": dict(n_kv=8, hd=128, rep=3), "1b": dict(n_kv=8, hd=64, rep=4),
@@ -74,7 +75,7 @@ def main() -> None:
             idx = torch.arange(b, device=dev)
             es = 2
             step_bytes = 2 * b * d * n * 4 + 4 * b * d * es + 2 * b * G * n * es
-            fused_bytes = 2 * b * d * n * 4 + 2 * b * d_xb * (K - 1) * es + (2 * d_xb + 4 * d) * b * es
+            fused_bytes = fused_step_bytes(b, d, d_xb, n, K, es)
 
             candidates = []  # (kernel, config, fn, traffic bytes), timed together below
 
