@@ -48,7 +48,8 @@ D_STATE = 16
 CONV_K = 4
 
 
-def _timer(device):
+def kernel_timer(device):
+    """ms per call: `do_bench` median on a GPU (warm-up, L2 flushed before each call); median of 3 on a CPU."""
     if device.type == "cuda":
         from triton.testing import do_bench
 
@@ -70,7 +71,7 @@ def _timer(device):
 
 def copy_bandwidth(device, nbytes: int = 1 << 30, timer=None) -> float:
     """Device-to-device copy: (read + write bytes) / median time, GB/s."""
-    timer = timer or _timer(device)
+    timer = timer or kernel_timer(device)
     n = nbytes // 4
     src = torch.empty(n, device=device, dtype=torch.float32).fill_(1.0)
     dst = torch.empty_like(src)
@@ -367,7 +368,7 @@ def run(out_dir, shapes=("1b", "3b"), batches=(1, 8, 32, 64, 128, 256, 512),
         lengths=(512, 1024, 2048, 4096, 8192), scan_batch=4, device=None, with_ssd=True, compare=True,
         scan_configs=()):
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    timer = _timer(device)
+    timer = kernel_timer(device)
     copy_gbs = copy_bandwidth(device, (1 << 30) if device.type == "cuda" else (1 << 22), timer)
     rows = []
     for name in shapes:

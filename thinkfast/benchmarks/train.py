@@ -32,7 +32,6 @@ import logging
 import math
 import platform
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -189,30 +188,19 @@ def measure_matmul_flops(device: torch.device) -> dict:
     return {"matmul_flops": 2 * n**3 / best, "matmul_n": n, "matmul_dtype": str(dtype).replace("torch.", "")}
 
 
-def _median_ms(fn, device, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        times.append(time_region(fn, device, 1) * 1e3)
-    return statistics.median(times)
-
-
 def scan_record(shape_name: str, device: torch.device, batch: int, length: int) -> dict:
     """Mamba-1 selective scan fwd+bwd vs the layer's in_proj + out_proj matmuls fwd+bwd (bench kernels'
-    comparison, through `dispatch.selective_scan` as the model calls it)."""
+    comparison and timer: `do_bench` medians with the L2 flushed between calls on a GPU; through
+    `dispatch.selective_scan` as the model calls it)."""
     from thinkfast.benchmarks.kernels import SHAPES as KSHAPES
-    from thinkfast.benchmarks.kernels import _scan_inputs, fwd_bwd_fn, time_projections
+    from thinkfast.benchmarks.kernels import _scan_inputs, fwd_bwd_fn, kernel_timer, time_projections
     from thinkfast.ops import dispatch
 
     shape = KSHAPES[shape_name]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     dm, d = shape.d_model, shape.d_inner
     proj_out = 2 * d + 2 * shape.d_xb + math.ceil(dm / 16)  # z | x | B | C | dt_low
-    reps = 10 if device.type == "cuda" else 2
-
-    def timer(fn):
-        fn()  # warm-up
-        return _median_ms(fn, device, reps)
-
+    timer = kernel_timer(device)
     proj_ms, _ = time_projections(shape, batch * length, device, dtype, timer)
     t = _scan_inputs(batch, length, shape, device, dtype, True)
     gy = torch.randn(batch, length, d, device=device, dtype=dtype)
@@ -224,11 +212,9 @@ def scan_record(shape_name: str, device: torch.device, batch: int, length: int) 
         with torch.no_grad():
             dispatch.selective_scan(**t)
 
-    fwd_bwd()
-    fwd_bwd_ms = _median_ms(fwd_bwd, device, reps)
-    fwd_ms = _median_ms(fwd, device, reps)
-    packed_fwd_bwd()
-    packed_ms = _median_ms(packed_fwd_bwd, device, reps)
+    fwd_bwd_ms = timer(fwd_bwd)
+    fwd_ms = timer(fwd)
+    packed_ms = timer(packed_fwd_bwd)
     return {"kernel": "selective_scan", "shape": shape_name, "batch": batch, "length": length,
             "dtype": str(dtype).replace("torch.", ""), "fwd_ms": round(fwd_ms, 4), "fwd_bwd_ms": round(fwd_bwd_ms, 4),
             "projections_ms": round(proj_ms, 4), "scan_over_projections": round(fwd_bwd_ms / proj_ms, 3),
