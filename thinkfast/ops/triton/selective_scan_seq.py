@@ -197,6 +197,8 @@ def _bwd_step(t, h, h_prev, g, a_next, dA_acc, dD_acc, db_acc, t_end, L,
     (the sequence's last sub-tile, cut short) changes nothing and stores nothing.  Returns g, a_t and the
     three accumulators."""
     valid = t < t_end
+    mask_c = (t + 0 * offs_c) < t_end  # valid, as (CPG,) and (N,) store masks
+    mask_n = (t + 0 * offs_n) < t_end
     tr = tl.minimum(t, L - 1)
     delta, dtv, a, keep = _step_delta_decay(dt_base, rs_base, tr, bias, A2, HAS_BIAS, SOFTPLUS, HAS_RESET,
                                             s_dt_l, s_rs_l, offs_c)
@@ -212,7 +214,7 @@ def _bwd_step(t, h, h_prev, g, a_next, dA_acc, dD_acc, db_acc, t_end, L,
         if HAS_D:
             yv += Dv * xv
         dzv = dov * yv * sz * (1.0 + zv * (1.0 - sz))
-        tl.store(dz_ptr + o_bld + tr * d_inner + offs_c, dzv.to(dz_ptr.dtype.element_ty), mask=valid)
+        tl.store(dz_ptr + o_bld + tr * d_inner + offs_c, dzv.to(dz_ptr.dtype.element_ty), mask=mask_c)
     g = a_next * g + dyv[:, None] * Cv[None, :]  # (CPG, N): dL/dh_t
     gah = g * (a * h_prev)  # a_t h_{t-1}: 0 at a reset
     gB = tl.sum(g * Bv[None, :], axis=1)  # (CPG,)
@@ -230,10 +232,10 @@ def _bwd_step(t, h, h_prev, g, a_next, dA_acc, dD_acc, db_acc, t_end, L,
     db_acc += ddt
     dBv = tl.sum(g * (delta * xv)[:, None], axis=0)  # (N,): the group's channels summed
     dCv = tl.sum(h * dyv[:, None], axis=0)
-    tl.store(dx_ptr + o_bld + tr * d_inner + offs_c, dxv.to(dx_ptr.dtype.element_ty), mask=valid)
-    tl.store(ddt_ptr + o_bld + tr * d_inner + offs_c, ddt.to(ddt_ptr.dtype.element_ty), mask=valid)
-    tl.store(dB_ptr + o_blg + tr * (G * N) + offs_n, dBv.to(dB_ptr.dtype.element_ty), mask=valid)
-    tl.store(dC_ptr + o_blg + tr * (G * N) + offs_n, dCv.to(dC_ptr.dtype.element_ty), mask=valid)
+    tl.store(dx_ptr + o_bld + tr * d_inner + offs_c, dxv.to(dx_ptr.dtype.element_ty), mask=mask_c)
+    tl.store(ddt_ptr + o_bld + tr * d_inner + offs_c, ddt.to(ddt_ptr.dtype.element_ty), mask=mask_c)
+    tl.store(dB_ptr + o_blg + tr * (G * N) + offs_n, dBv.to(dB_ptr.dtype.element_ty), mask=mask_n)
+    tl.store(dC_ptr + o_blg + tr * (G * N) + offs_n, dCv.to(dC_ptr.dtype.element_ty), mask=mask_n)
     return g, a, dA_acc, dD_acc, db_acc
 
 
