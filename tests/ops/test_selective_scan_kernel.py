@@ -174,3 +174,20 @@ def test_scan_gpu_spec_shapes(solver, shape, dtype, h0, resets):
     d, groups = {"1b": (2048, 128), "3b": (3072, 192)}[shape]
     inputs, reset = make_inputs(2, 1000, d, groups, 16, dtype, h0, resets, device="cuda")
     check(inputs, reset, dtype, tol=2e-2 if dtype == torch.bfloat16 else 1e-4, solver=solver)
+
+
+def test_b3_register_cap_applies_only_where_the_option_exists(monkeypatch):
+    from thinkfast.ops.triton import selective_scan as scan
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("THINKFAST_SCAN_B3_MAXNREG", raising=False)
+    monkeypatch.setattr(scan.torch.version, "hip", None)
+    cuda = torch.device("cuda", 0)
+    assert scan._b3_max_registers(torch.device("cpu")) is None
+    assert scan._b3_max_registers(cuda) == scan.SEQ_B3_MAX_REGISTERS
+    monkeypatch.setenv("THINKFAST_SCAN_B3_MAXNREG", "152")
+    assert scan._b3_max_registers(cuda) == 152
+    monkeypatch.setenv("THINKFAST_SCAN_B3_MAXNREG", "0")  # 0: no cap
+    assert scan._b3_max_registers(cuda) is None
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert scan._b3_max_registers(cuda) is None
