@@ -44,10 +44,12 @@ def test_scan_configs_parse_with_and_without_a_solver():
     from thinkfast.commands.bench_kernels import _configs
     from thinkfast.errors import ThinkfastError
 
-    assert _configs("seq:16x1x256, tile:8x2,16x4x64") == [("seq", 16, 1, 256), ("tile", 8, 2, None),
-                                                         (None, 16, 4, 64)]
-    with pytest.raises(ThinkfastError, match="seq:16x1x256"):
+    assert _configs("seq:4x1x256, tile:8x2,16x4x64") == [("seq", 4, 1, 256), ("tile", 8, 2, None),
+                                                        (None, 16, 4, 64)]
+    with pytest.raises(ThinkfastError, match="seq:4x1x256"):
         _configs("fast:16x1")
+    with pytest.raises(ThinkfastError, match="write seq:4x2x128"):  # the seq solver's sub-tile is fixed
+        _configs("seq:16x2x128")
     with pytest.raises(ThinkfastError, match="got '16'"):
         _configs("16")
 

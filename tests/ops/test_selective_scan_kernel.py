@@ -70,6 +70,13 @@ def check(inputs, reset, dtype, tol=None, **kernel_kwargs):
 SOLVERS = ["seq", "tile"]
 
 
+def sub_tile(solver: str, size: int) -> int:
+    """The sub-tile a test asks for: the seq solver has one (4), the tile solver takes any power of two."""
+    from thinkfast.ops.triton.selective_scan import SEQ_SUB_TILE
+
+    return SEQ_SUB_TILE if solver == "seq" else size
+
+
 @pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("d,groups", [(32, 2), (16, 4)])
@@ -77,9 +84,10 @@ SOLVERS = ["seq", "tile"]
 @pytest.mark.parametrize("h0", [False, True])
 @pytest.mark.parametrize("resets", [False, True])
 def test_scan_matches_reference(solver, dtype, d, groups, l, h0, resets):
-    # l = 21: sub-tile 16, default chunk length (2 chunks at this tiny size, last one partial);
-    # l = 48: 4 chunks of 3 sub-tiles each (chunk-parallel combine forward and backward)
-    kw = dict(chunk_size=16) if l == 21 else dict(chunk_size=4, chunk_len=12)
+    # l = 21: default chunk length (at this tiny size one sub-tile per chunk: 2 chunks of 16 for tile, 6 of 4 for
+    # seq), the last chunk and sub-tile partial; l = 48: 4 chunks of 3 sub-tiles each (chunk-parallel combine
+    # forward and backward)
+    kw = dict(chunk_size=sub_tile(solver, 16)) if l == 21 else dict(chunk_size=4, chunk_len=12)
     inputs, reset = make_inputs(2, l, d, groups, 16, dtype, h0, resets)
     check(inputs, reset, dtype, solver=solver, **kw)
 
@@ -87,9 +95,18 @@ def test_scan_matches_reference(solver, dtype, d, groups, l, h0, resets):
 @pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("chunk_size,chunk_len", [(32, 32), (4, 4), (8, 24)])
 def test_scan_chunkings(solver, chunk_size, chunk_len):
-    """One chunk (no combine), one sub-tile per chunk, and chunks longer than what is left."""
+    """One chunk (no combine), one sub-tile per chunk, and chunks longer than what is left (29 steps: the last
+    sub-tile is partial)."""
     inputs, reset = make_inputs(2, 29, 32, 2, 16, torch.float32, True, True, seed=5)
-    check(inputs, reset, torch.float32, chunk_size=chunk_size, chunk_len=chunk_len, solver=solver)
+    check(inputs, reset, torch.float32, chunk_size=sub_tile(solver, chunk_size), chunk_len=chunk_len, solver=solver)
+
+
+def test_seq_solver_sub_tile_is_fixed():
+    inputs, _ = make_inputs(1, 8, 16, 1, 16, torch.float32, False, False)
+    from thinkfast.ops.triton.selective_scan import selective_scan as kernel
+
+    with pytest.raises(ValueError, match="seq scan solver's sub-tile is 4"):
+        kernel(**inputs, solver="seq", chunk_size=8)
 
 
 def test_scan_solver_is_validated():
@@ -157,3 +174,20 @@ def test_scan_gpu_spec_shapes(solver, shape, dtype, h0, resets):
     d, groups = {"1b": (2048, 128), "3b": (3072, 192)}[shape]
     inputs, reset = make_inputs(2, 1000, d, groups, 16, dtype, h0, resets, device="cuda")
     check(inputs, reset, dtype, tol=2e-2 if dtype == torch.bfloat16 else 1e-4, solver=solver)
+
+
+def test_b3_register_cap_applies_only_where_the_option_exists(monkeypatch):
+    from thinkfast.ops.triton import selective_scan as scan
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("THINKFAST_SCAN_B3_MAXNREG", raising=False)
+    monkeypatch.setattr(scan.torch.version, "hip", None)
+    cuda = torch.device("cuda", 0)
+    assert scan._b3_max_registers(torch.device("cpu")) is None
+    assert scan._b3_max_registers(cuda) == scan.SEQ_B3_MAX_REGISTERS
+    monkeypatch.setenv("THINKFAST_SCAN_B3_MAXNREG", "152")
+    assert scan._b3_max_registers(cuda) == 152
+    monkeypatch.setenv("THINKFAST_SCAN_B3_MAXNREG", "0")  # 0: no cap
+    assert scan._b3_max_registers(cuda) is None
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert scan._b3_max_registers(cuda) is None

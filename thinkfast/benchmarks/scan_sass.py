@@ -120,7 +120,9 @@ def analyse(solver: str = "seq", arch: int = 90) -> dict:
     result = dict(solver=solver, arch=f"sm_{arch}", sub_tile=T, chunk_len=CL, num_warps=warps, launches={})
     with tempfile.TemporaryDirectory() as tmp:
         for launch, (role, flags) in LAUNCHES.items():
-            compiled = compile_launch(kernels[solver][role], dict(COMMON, T=T, **flags), warps, arch)
+            # B3 of the seq solver runs with a register cap (scan.SEQ_B3_MAX_REGISTERS), compiled with it here too
+            cap = scan.SEQ_B3_MAX_REGISTERS if solver == "seq" and launch == "B3" else None
+            compiled = compile_launch(kernels[solver][role], dict(COMMON, T=T, **flags), warps, arch, cap)
             cubin = Path(tmp) / f"{launch}.cubin"
             cubin.write_bytes(compiled.asm["cubin"])
             sass = subprocess.run([_tool("nvdisasm"), "-c", str(cubin)], capture_output=True, text=True,

@@ -9,7 +9,9 @@ from thinkfast.errors import ThinkfastError
 
 
 def _configs(text: str) -> list[tuple[str | None, int, int, int | None]]:
-    """'seq:16x1x256,tile:8x2' -> [(solver or None, sub-tile, warps, chunk length or None)]."""
+    """'seq:4x1x256,tile:8x2' -> [(solver or None, sub-tile, warps, chunk length or None)]."""
+    from thinkfast.ops.triton.selective_scan import SEQ_SUB_TILE
+
     out = []
     for item in (v.strip() for v in text.split(",")):
         if not item:
@@ -23,8 +25,11 @@ def _configs(text: str) -> list[tuple[str | None, int, int, int | None]]:
                 raise ValueError(item)
             out.append((solver or None, parts[0], parts[1], parts[2] if len(parts) == 3 else None))
         except ValueError as err:
-            raise ThinkfastError(f"--scan-configs items look like 16x4, 16x4x128 or seq:16x1x256 ([solver:]sub-tile "
+            raise ThinkfastError(f"--scan-configs items look like 16x4, 16x4x128 or seq:4x1x256 ([solver:]sub-tile "
                                  f"x warps [x chunk length]), got {item!r}") from err
+        if solver == "seq" and parts[0] != SEQ_SUB_TILE:
+            raise ThinkfastError(f"--scan-configs: the seq solver's sub-tile is always {SEQ_SUB_TILE}, got {item!r}; "
+                                 f"write seq:{SEQ_SUB_TILE}x{parts[1]}" + (f"x{parts[2]}" if len(parts) == 3 else ""))
     return out
 
 
@@ -42,7 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("--scan-batch", type=int, default=4, help="batch for the sequence kernels")
     p.add_argument("--no-ssd", action="store_true", help="skip the fla SSD timings")
     p.add_argument("--no-compare", action="store_true", help="skip scan vs in/out_proj matmul comparison")
-    p.add_argument("--scan-configs", default="seq:16x1x256,seq:16x2x256,seq:8x1x128,seq:32x1x512,tile:8x2x64",
+    p.add_argument("--scan-configs", default="seq:4x1x128,seq:4x2x256,seq:4x1x512,tile:8x2x64",
                    help="extra scan configs timed in the 3B comparison: [seq: or tile:]sub-tile x num_warps "
                         "[x chunk length (time steps per program)]; '' for none")
     p.add_argument("--allow-cpu", action="store_true", help=argparse.SUPPRESS)

@@ -41,6 +41,7 @@ import triton.language as tl
 
 from thinkfast.ops.triton._common import (
     first_order_combine,
+    interpreting,
     is_pow2,
     last_dim_contiguous,
     load_channel_params,
@@ -53,6 +54,11 @@ from thinkfast.ops.triton.selective_scan_seq import (
 )
 
 DEFAULT_SOLVER = "seq"
+SEQ_SUB_TILE = 4  # the seq solver's sub-tile: fixed by its backward (selective_scan_seq.py)
+# B3's register cap: its 5 register-held states take it to ~220 registers uncapped (9 warps per SM); capped at
+# 168 it spills ~90 bytes to L1-cached local memory and runs 12 warps per SM.  H200, 3B layer, batch 4 x 4096
+# (2026-12-02): 2.44 ms capped at 168, 2.57 at 152, 3.21 at 192, 3.12 uncapped.
+SEQ_B3_MAX_REGISTERS = 168
 
 
 @triton.jit
@@ -376,6 +382,15 @@ def _env_int(name):
     return int(v) if v else None
 
 
+def _b3_max_registers(device) -> int | None:
+    """SEQ_B3_MAX_REGISTERS on CUDA (THINKFAST_SCAN_B3_MAXNREG overrides it, 0 = no cap); None where the
+    option does not exist (the interpreter, ROCm)."""
+    if interpreting() or device.type != "cuda" or torch.version.hip:
+        return None
+    env = os.environ.get("THINKFAST_SCAN_B3_MAXNREG")
+    return (int(env) or None) if env else SEQ_B3_MAX_REGISTERS
+
+
 SOLVERS = ("seq", "tile")
 
 
@@ -394,21 +409,24 @@ def _config(cpg: int, n: int, length: int, batch: int, groups: int, chunk_size=N
 
     solver "tile" (`tl.associative_scan` over (T, CPG, N) tiles): T*CPG*N = 2048 tile elements
     (T = 8 at CPG = N = 16), 2 warps, CL = 8 sub-tiles.  solver "seq" (one time step at a time,
-    `selective_scan_seq.py`): T = 16 (how often the forward saves the state for the backward),
-    1 warp, CL = 16 sub-tiles.  Either way CL is shortened until there are enough programs to
-    fill the GPU.  Overrides: arguments, or THINKFAST_SCAN_SOLVER / THINKFAST_SCAN_CHUNK /
-    THINKFAST_SCAN_CHUNK_LEN / THINKFAST_SCAN_WARPS.
+    `selective_scan_seq.py`): T = 4, always (the forward saves the state every 4 steps and the backward
+    holds one sub-tile's 5 states in registers), 1 warp, CL = 64 sub-tiles.  Either way CL is shortened
+    until there are enough programs to fill the GPU.  Overrides: arguments, or THINKFAST_SCAN_SOLVER /
+    THINKFAST_SCAN_CHUNK / THINKFAST_SCAN_CHUNK_LEN / THINKFAST_SCAN_WARPS.
     """
     solver = resolve_solver(solver)
     chunk_size = chunk_size or _env_int("THINKFAST_SCAN_CHUNK")
     chunk_len = chunk_len or _env_int("THINKFAST_SCAN_CHUNK_LEN")
     num_warps = num_warps or _env_int("THINKFAST_SCAN_WARPS")
+    if solver == "seq" and chunk_size not in (None, SEQ_SUB_TILE):
+        raise ValueError(f"the seq scan solver's sub-tile is {SEQ_SUB_TILE} (its backward keeps a sub-tile's states "
+                         f"in registers), got chunk_size={chunk_size}; leave it unset or use solver='tile'")
     if chunk_size is None:
-        chunk_size = 16 if solver == "seq" else max(2, min(64, triton.next_power_of_2(max(1, 2048 // (cpg * n)))))
+        chunk_size = SEQ_SUB_TILE if solver == "seq" else max(2, min(64, triton.next_power_of_2(max(1, 2048 // (cpg * n)))))
     if not is_pow2(chunk_size):
         raise ValueError(f"chunk_size must be a power of two, got {chunk_size}")
     if chunk_len is None:
-        subs = 16 if solver == "seq" else 8
+        subs = 64 if solver == "seq" else 8  # seq: CL = 256, as before the sub-tile shrank from 16 to 4
         # at least ~16 programs per SM-sized slot (assume ~132 SMs) when the sequence allows
         while subs > 1 and batch * groups * triton.cdiv(length, subs * chunk_size) < 2048:
             subs //= 2
@@ -552,12 +570,9 @@ class SelectiveScanFn(torch.autograd.Function):
                 x.stride(0), x.stride(1), dt.stride(0), dt.stride(1), zz.stride(0), zz.stride(1),
                 B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1), C.stride(2),
                 *rs_strides, dy.stride(0), dy.stride(1))
-        if solver == "seq":
-            # (programs, T + 1, CPG, N) fp32: each program's states over one sub-tile
-            scratch = torch.empty(G * b * n_chunks, T + 1, cpg, n, device=dev, dtype=torch.float32)
-            args = (*args, scratch)
         bwd_kernel = _ss_bwd_seq_kernel if solver == "seq" else _ss_bwd_kernel
-        bwd_kernel[(G, b, n_chunks)](*args, HAS_D=Df is not None, HAS_W=w_args[0] is not None, **flags)
+        launch = dict(maxnreg=maxnreg) if solver == "seq" and (maxnreg := _b3_max_registers(x.device)) else {}
+        bwd_kernel[(G, b, n_chunks)](*args, HAS_D=Df is not None, HAS_W=w_args[0] is not None, **flags, **launch)
         gA = dA.sum((0, 1))
         gD = dD.sum((0, 1)).to(D_dtype) if D_dtype is not None else None
         gbias = dbias.sum((0, 1)).to(bias_dtype) if bias_dtype is not None else None

@@ -9,10 +9,11 @@ scan tree and no (T, CPG, N) broadcasts.
 
 The backward needs, at each step of its reverse walk, the forward state h_{t-1} and the
 adjoint g_t.  B3 therefore walks each T-step sub-tile twice: forward from the sub-tile's entry
-state (saved by F3 every T steps, as for the tile solver), writing the T + 1 states to a
-per-program scratch of (T + 1, CPG, N) fp32 that stays in cache, then in reverse, reading
-them back.  (Recovering h_{t-1} = (h_t - u_t) / a_t in reverse would be unstable where a_t is
-small.)
+state (saved by F3 every T steps, as for the tile solver), keeping the T + 1 states in registers,
+then in reverse.  T is fixed at 4 so that five (CPG, N) states fit in registers; an earlier version
+(T = 16) wrote them to a per-program scratch in global memory and read them back, ~6 GB of traffic
+per call at the 3B layer, which is what its B3 waited on.  (Recovering h_{t-1} = (h_t - u_t) / a_t
+in reverse would be unstable where a_t is small.)
 """
 
 from __future__ import annotations
@@ -171,6 +172,74 @@ def _ss_bwd_local_seq_kernel(
 
 
 @triton.jit
+def _fwd_step(h, t, t_end, L, x_base, s_x_l, dt_base, s_dt_l, B_base, s_B_l, rs_base, s_rs_l, bias, A2, offs_c, offs_n,
+              HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_RESET: tl.constexpr):
+    """h after step t from h before it; a step at or past t_end leaves h as it is (it reads row min(t, L - 1))."""
+    valid = t < t_end
+    tr = tl.minimum(t, L - 1)
+    delta, dtv, a, keep = _step_delta_decay(dt_base, rs_base, tr, bias, A2, HAS_BIAS, SOFTPLUS, HAS_RESET,
+                                            s_dt_l, s_rs_l, offs_c)
+    delta = tl.where(valid, delta, 0.0)
+    a = tl.where(valid, a, 1.0)
+    xv = tl.load(x_base + tr * s_x_l + offs_c).to(tl.float32)
+    Bv = tl.load(B_base + tr * s_B_l + offs_n).to(tl.float32)
+    return a * h + (delta * xv)[:, None] * Bv[None, :]
+
+
+@triton.jit
+def _bwd_step(t, h, h_prev, g, a_next, dA_acc, dD_acc, db_acc, t_end, L,
+              x_base, s_x_l, dt_base, s_dt_l, z_base, s_z_l, B_base, s_B_l, C_base, s_C_l, rs_base, s_rs_l,
+              dy_base, s_dy_l, dx_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, o_bld, o_blg, d_inner, G,
+              bias, A, A2, Dv, offs_c, offs_n, N: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+              HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_RESET: tl.constexpr):
+    """One reverse step at t, h = h_t, h_prev = h_{t-1}: the adjoint g_t = a_{t+1} g_{t+1} + dy_t C_t, the
+    step's dx, ddt, dz, dB, dC (stored) and the dA, dD, d(bias) partials (accumulated).  A step at or past t_end
+    (the sequence's last sub-tile, cut short) changes nothing and stores nothing.  Returns g, a_t and the
+    three accumulators."""
+    valid = t < t_end
+    mask_c = (t + 0 * offs_c) < t_end  # valid, as (CPG,) and (N,) store masks
+    mask_n = (t + 0 * offs_n) < t_end
+    tr = tl.minimum(t, L - 1)
+    delta, dtv, a, keep = _step_delta_decay(dt_base, rs_base, tr, bias, A2, HAS_BIAS, SOFTPLUS, HAS_RESET,
+                                            s_dt_l, s_rs_l, offs_c)
+    delta = tl.where(valid, delta, 0.0)
+    a = tl.where(valid, a, 1.0)
+    xv = tl.load(x_base + tr * s_x_l + offs_c).to(tl.float32)
+    Bv = tl.load(B_base + tr * s_B_l + offs_n).to(tl.float32)
+    Cv = tl.load(C_base + tr * s_C_l + offs_n).to(tl.float32)
+    dov, dyv, zv, sz = _step_dy(dy_base, z_base, tr, s_dy_l, s_z_l, offs_c, HAS_Z)
+    dyv = tl.where(valid, dyv, 0.0)
+    if HAS_Z:
+        yv = tl.sum(h * Cv[None, :], axis=1)
+        if HAS_D:
+            yv += Dv * xv
+        dzv = dov * yv * sz * (1.0 + zv * (1.0 - sz))
+        tl.store(dz_ptr + o_bld + tr * d_inner + offs_c, dzv.to(dz_ptr.dtype.element_ty), mask=mask_c)
+    g = a_next * g + dyv[:, None] * Cv[None, :]  # (CPG, N): dL/dh_t
+    gah = g * (a * h_prev)  # a_t h_{t-1}: 0 at a reset
+    gB = tl.sum(g * Bv[None, :], axis=1)  # (CPG,)
+    ddelta = xv * gB + tl.sum(gah * A, axis=1)
+    dA_acc += gah * delta[:, None]
+    dxv = gB * delta
+    if HAS_D:
+        dxv += dyv * Dv
+        dD_acc += dyv * xv
+    if SOFTPLUS:
+        ddt = ddelta * sigmoid(dtv)
+    else:
+        ddt = ddelta
+    ddt = tl.where(valid, ddt, 0.0)
+    db_acc += ddt
+    dBv = tl.sum(g * (delta * xv)[:, None], axis=0)  # (N,): the group's channels summed
+    dCv = tl.sum(h * dyv[:, None], axis=0)
+    tl.store(dx_ptr + o_bld + tr * d_inner + offs_c, dxv.to(dx_ptr.dtype.element_ty), mask=mask_c)
+    tl.store(ddt_ptr + o_bld + tr * d_inner + offs_c, ddt.to(ddt_ptr.dtype.element_ty), mask=mask_c)
+    tl.store(dB_ptr + o_blg + tr * (G * N) + offs_n, dBv.to(dB_ptr.dtype.element_ty), mask=mask_n)
+    tl.store(dC_ptr + o_blg + tr * (G * N) + offs_n, dCv.to(dC_ptr.dtype.element_ty), mask=mask_n)
+    return g, a, dA_acc, dD_acc, db_acc
+
+
+@triton.jit
 def _ss_bwd_seq_kernel(
     x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, rs_ptr, hc_ptr, dy_ptr, w_ptr,
     dx_ptr, ddt_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
@@ -178,24 +247,22 @@ def _ss_bwd_seq_kernel(
     s_x_b, s_x_l, s_dt_b, s_dt_l, s_z_b, s_z_l,
     s_B_b, s_B_l, s_B_g, s_C_b, s_C_l, s_C_g,
     s_rs_b, s_rs_l, s_dy_b, s_dy_l,
-    scratch_ptr,
     T: tl.constexpr, CPG: tl.constexpr, N: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_RESET: tl.constexpr, HAS_W: tl.constexpr,
 ):
-    """B3, arguments and outputs as `_ss_bwd_kernel`, plus scratch (programs, T + 1, CPG, N) fp32."""
+    """B3, arguments and outputs as `_ss_bwd_kernel`.  T must be 4: each sub-tile's five states (entry + 4 steps)
+    are held in registers between its forward re-walk and its reverse walk."""
+    tl.static_assert(T == 4, "the seq solver's backward holds one 4-step sub-tile's states in registers")
     pid_g = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     pid_c = tl.program_id(2)
-    n_groups = tl.num_programs(0)
-    n_seqs = tl.num_programs(1)
     n_chunks = tl.num_programs(2)
     G = d_inner // CPG
     offs_c = tl.arange(0, CPG)
     offs_n = tl.arange(0, N)
     d0 = pid_g * CPG
     dn_off, A, A2, bias, Dv = load_channel_params(A_ptr, bias_ptr, D_ptr, d0, offs_c, offs_n, N, HAS_BIAS, HAS_D)
-    cn_off = offs_c[:, None] * N + offs_n[None, :]
     if HAS_W:
         g = tl.load(w_ptr + pid_b * s_w_b + pid_c * s_w_c + dn_off).to(tl.float32)
     else:
@@ -213,67 +280,42 @@ def _ss_bwd_seq_kernel(
     dy_base = dy_ptr + pid_b * s_dy_b + d0
     o_bld = pid_b * L * d_inner + d0
     o_blg = pid_b * L * G * N + pid_g * N
-    program = (pid_c.to(tl.int64) * n_seqs + pid_b) * n_groups + pid_g
-    scr = scratch_ptr + program * ((T + 1) * CPG * N)
     t0 = pid_c * CL
     t_end = tl.minimum(t0 + CL, L)
     n_sub = tl.cdiv(t_end - t0, T)
     for i in range(n_sub):
-        s = n_sub - 1 - i
-        ts = t0 + s * T
-        n_t = tl.minimum(ts + T, t_end) - ts
-        # forward over the sub-tile from its saved entry state: scratch[j] = state before step ts + j
-        h = tl.load(hc_ptr + ((pid_b * n_tiles + ts // T) * d_inner) * N + dn_off)
-        tl.debug_barrier()  # the previous sub-tile's reverse walk has read its scratch
-        tl.store(scr + cn_off, h)
-        for j in range(n_t):
-            t = ts + j
-            delta, dtv, a, keep = _step_delta_decay(dt_base, rs_base, t, bias, A2, HAS_BIAS, SOFTPLUS, HAS_RESET,
-                                                    s_dt_l, s_rs_l, offs_c)
-            xv = tl.load(x_base + t * s_x_l + offs_c).to(tl.float32)
-            Bv = tl.load(B_base + t * s_B_l + offs_n).to(tl.float32)
-            h = a * h + (delta * xv)[:, None] * Bv[None, :]
-            tl.store(scr + (j + 1) * (CPG * N) + cn_off, h)
-        tl.debug_barrier()  # every thread's states are written before any is read back
-        # reverse: g_t = a_{t+1} g_{t+1} + dy_t C_t; h holds h_t
-        for jj in range(n_t):
-            j = n_t - 1 - jj
-            t = ts + j
-            h_prev = tl.load(scr + j * (CPG * N) + cn_off)
-            delta, dtv, a, keep = _step_delta_decay(dt_base, rs_base, t, bias, A2, HAS_BIAS, SOFTPLUS, HAS_RESET,
-                                                    s_dt_l, s_rs_l, offs_c)
-            xv = tl.load(x_base + t * s_x_l + offs_c).to(tl.float32)
-            Bv = tl.load(B_base + t * s_B_l + offs_n).to(tl.float32)
-            Cv = tl.load(C_base + t * s_C_l + offs_n).to(tl.float32)
-            dov, dyv, zv, sz = _step_dy(dy_base, z_base, t, s_dy_l, s_z_l, offs_c, HAS_Z)
-            if HAS_Z:
-                yv = tl.sum(h * Cv[None, :], axis=1)
-                if HAS_D:
-                    yv += Dv * xv
-                dzv = dov * yv * sz * (1.0 + zv * (1.0 - sz))
-                tl.store(dz_ptr + o_bld + t * d_inner + offs_c, dzv.to(dz_ptr.dtype.element_ty))
-            g = a_next * g + dyv[:, None] * Cv[None, :]  # (CPG, N): dL/dh_t
-            gah = g * (a * h_prev)  # a_t h_{t-1}: 0 at a reset
-            gB = tl.sum(g * Bv[None, :], axis=1)  # (CPG,)
-            ddelta = xv * gB + tl.sum(gah * A, axis=1)
-            dA_acc += gah * delta[:, None]
-            dxv = gB * delta
-            if HAS_D:
-                dxv += dyv * Dv
-                dD_acc += dyv * xv
-            if SOFTPLUS:
-                ddt = ddelta * sigmoid(dtv)
-            else:
-                ddt = ddelta
-            db_acc += ddt
-            dBv = tl.sum(g * (delta * xv)[:, None], axis=0)  # (N,): the group's channels summed
-            dCv = tl.sum(h * dyv[:, None], axis=0)
-            tl.store(dx_ptr + o_bld + t * d_inner + offs_c, dxv.to(dx_ptr.dtype.element_ty))
-            tl.store(ddt_ptr + o_bld + t * d_inner + offs_c, ddt.to(ddt_ptr.dtype.element_ty))
-            tl.store(dB_ptr + o_blg + t * (G * N) + offs_n, dBv.to(dB_ptr.dtype.element_ty))
-            tl.store(dC_ptr + o_blg + t * (G * N) + offs_n, dCv.to(dC_ptr.dtype.element_ty))
-            a_next = a
-            h = h_prev
+        ts = t0 + (n_sub - 1 - i) * T
+        # forward over the sub-tile from its saved entry state, states kept in registers: h_k = state before ts + k
+        h0 = tl.load(hc_ptr + ((pid_b * n_tiles + ts // T) * d_inner) * N + dn_off)
+        h1 = _fwd_step(h0, ts, t_end, L, x_base, s_x_l, dt_base, s_dt_l, B_base, s_B_l, rs_base, s_rs_l, bias, A2,
+                       offs_c, offs_n, HAS_BIAS, SOFTPLUS, HAS_RESET)
+        h2 = _fwd_step(h1, ts + 1, t_end, L, x_base, s_x_l, dt_base, s_dt_l, B_base, s_B_l, rs_base, s_rs_l, bias,
+                       A2, offs_c, offs_n, HAS_BIAS, SOFTPLUS, HAS_RESET)
+        h3 = _fwd_step(h2, ts + 2, t_end, L, x_base, s_x_l, dt_base, s_dt_l, B_base, s_B_l, rs_base, s_rs_l, bias,
+                       A2, offs_c, offs_n, HAS_BIAS, SOFTPLUS, HAS_RESET)
+        h4 = _fwd_step(h3, ts + 3, t_end, L, x_base, s_x_l, dt_base, s_dt_l, B_base, s_B_l, rs_base, s_rs_l, bias,
+                       A2, offs_c, offs_n, HAS_BIAS, SOFTPLUS, HAS_RESET)
+        # reverse: g_t = a_{t+1} g_{t+1} + dy_t C_t
+        g, a_next, dA_acc, dD_acc, db_acc = _bwd_step(
+            ts + 3, h4, h3, g, a_next, dA_acc, dD_acc, db_acc, t_end, L, x_base, s_x_l, dt_base, s_dt_l, z_base,
+            s_z_l, B_base, s_B_l, C_base, s_C_l, rs_base, s_rs_l, dy_base, s_dy_l, dx_ptr, ddt_ptr, dz_ptr, dB_ptr,
+            dC_ptr, o_bld, o_blg, d_inner, G, bias, A, A2, Dv, offs_c, offs_n, N, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
+            HAS_RESET)
+        g, a_next, dA_acc, dD_acc, db_acc = _bwd_step(
+            ts + 2, h3, h2, g, a_next, dA_acc, dD_acc, db_acc, t_end, L, x_base, s_x_l, dt_base, s_dt_l, z_base,
+            s_z_l, B_base, s_B_l, C_base, s_C_l, rs_base, s_rs_l, dy_base, s_dy_l, dx_ptr, ddt_ptr, dz_ptr, dB_ptr,
+            dC_ptr, o_bld, o_blg, d_inner, G, bias, A, A2, Dv, offs_c, offs_n, N, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
+            HAS_RESET)
+        g, a_next, dA_acc, dD_acc, db_acc = _bwd_step(
+            ts + 1, h2, h1, g, a_next, dA_acc, dD_acc, db_acc, t_end, L, x_base, s_x_l, dt_base, s_dt_l, z_base,
+            s_z_l, B_base, s_B_l, C_base, s_C_l, rs_base, s_rs_l, dy_base, s_dy_l, dx_ptr, ddt_ptr, dz_ptr, dB_ptr,
+            dC_ptr, o_bld, o_blg, d_inner, G, bias, A, A2, Dv, offs_c, offs_n, N, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
+            HAS_RESET)
+        g, a_next, dA_acc, dD_acc, db_acc = _bwd_step(
+            ts, h1, h0, g, a_next, dA_acc, dD_acc, db_acc, t_end, L, x_base, s_x_l, dt_base, s_dt_l, z_base,
+            s_z_l, B_base, s_B_l, C_base, s_C_l, rs_base, s_rs_l, dy_base, s_dy_l, dx_ptr, ddt_ptr, dz_ptr, dB_ptr,
+            dC_ptr, o_bld, o_blg, d_inner, G, bias, A, A2, Dv, offs_c, offs_n, N, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
+            HAS_RESET)
     if pid_c == 0:
         tl.store(dh0_ptr + pid_b * d_inner * N + dn_off, a_next * g)  # a_0 g_0
     o = (pid_b * n_chunks + pid_c) * d_inner
