@@ -81,7 +81,7 @@ class AttentionMixer(nn.Module):
         q, k, v = self._qkv(x, seq.position_ids, compiled_rope=self.compiled_glue and state is None)
         if state is not None:  # prefill: each row's real (right-aligned) tokens go to cache [0, n)
             self._write_prefill(state, k, v, slots, seq.valid_lengths)
-        out = dispatch.attention(q, k, v, doc_ids=seq.doc_ids)  # (b, H, l, hd)
+        out = dispatch.attention(q, k, v, doc_ids=seq.doc_ids, block_masks=seq.block_masks)  # (b, H, l, hd)
         return self.o_proj(out.transpose(1, 2).reshape(b, l, self.n_heads * self.head_dim))
 
     @staticmethod

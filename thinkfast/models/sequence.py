@@ -11,7 +11,7 @@ the mixers take their plain causal path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,6 +22,9 @@ class SequenceInfo:
     reset: torch.Tensor | None = None  # (b, l) bool, True at document starts (col 0 included)
     doc_ids: torch.Tensor | None = None  # (b, l) long
     valid_lengths: torch.Tensor | None = None  # (b,) real tokens per row when left-padded
+    # training rows, whose (b, l) never changes: attention may run a kernel compiled for that shape and keeps
+    # its block mask here, built once per forward (`ops.dispatch.attention`); None elsewhere (shapes vary)
+    block_masks: dict | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(

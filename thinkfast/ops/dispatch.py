@@ -264,8 +264,23 @@ def gumbel_argmax(logits, temperature, keys, *, backend: str | None = None):
 
 
 # Attention entries exist on main (model work); kept here verbatim so the merge is trivial.
-def attention(*args, **kwargs):
-    return ref.attention_ref(*args, **kwargs)
+def attention(q, k, v, doc_ids=None, block_masks: dict | None = None, *, backend: str | None = None):
+    """Causal attention, within documents where `doc_ids` (b, l) is given.
+
+    Packed training rows (`doc_ids` and `block_masks`, a dict the caller keeps for one forward) take
+    flex_attention with a block mask that skips other documents' blocks (`ops/flex_attention.py`); everything
+    else, and any caller without `block_masks` (its shapes vary: a compiled kernel would recompile), takes the
+    reference: SDPA with a dense mask."""
+    def ok():
+        from thinkfast.ops.flex_attention import supported
+
+        return supported(q, k, v)
+
+    if doc_ids is not None and block_masks is not None and _pick(backend, (q, k, v, doc_ids), ok, "attention"):
+        from thinkfast.ops.flex_attention import packed_attention
+
+        return packed_attention(q, k, v, doc_ids, block_masks)
+    return ref.attention_ref(q, k, v, doc_ids)
 
 
 def decode_attention(q, k_cache, v_cache, slots, context_lengths, length_offset: int = 0):

@@ -21,7 +21,9 @@ from thinkfast.training.mohawk import DEFAULT_MATRIX_CHUNK, stage1_loss_sum, sta
 
 def batch_seq(batch: dict) -> SequenceInfo:
     ids = batch["input_ids"]
-    return SequenceInfo.build(ids.shape[0], ids.shape[1], ids.device, position_ids=batch["position_ids"])
+    seq = SequenceInfo.build(ids.shape[0], ids.shape[1], ids.device, position_ids=batch["position_ids"])
+    seq.block_masks = {}  # every training row has one shape: attention may use its compiled packed kernel
+    return seq
 
 
 def _save_student(student, directory: Path, state_dict: dict, tokenizer) -> None:
