@@ -84,8 +84,8 @@ def measure_point(shape: dict, half: int, context: int, mlp_layers: int) -> dict
 def markdown(result: dict) -> str:
     lines = [f"# Two-stream overlap of decode attention and MLP GEMMs — {result['device']}, {result['date']}", "",
              f"Command: `{result['command']}`; shape {result['shape']}. Each row: one attention layer's decode "
-             "attention for `half` rows at `context` (A), that many MLP layers for the same rows (G), and both on two "
-             "streams (C), CUDA graphs, do_bench median.", "",
+             f"attention for `half` rows at `context` (A), {result['points'][0]['mlp_layers'] if result['points'] else 0} "
+             "MLP layers for the same rows (G), and both on two streams (C), CUDA graphs, do_bench median.", "",
              "| half batch | context | A ms | KV TB/s | G ms | C ms | C / (A + G) | C / max |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for p in result["points"]:
