@@ -131,7 +131,11 @@ def test_profile_adds_kernel_tables_whose_categories_sum_to_one(tmp_path):
         assert top and all(set(k) == {"name", "ms_per_step", "calls_per_step", "share"} for k in top)
         assert [k["ms_per_step"] for k in top] == sorted((k["ms_per_step"] for k in top), reverse=True)
         assert f"## Profile: tiny {r['recipe']}" in md
-    assert "| matmul |" in md
+        # where copies come from: op and input shapes, e.g. the autocast casts of the fp32 weights
+        assert p["aten_ops_per_step"] > 0 and p["copy_sources"]
+        assert all(c["op"].startswith("aten::") and c["calls_per_step"] > 0 for c in p["copy_sources"])
+        assert "[" in p["copy_sources"][0]["input_shapes"]
+    assert "| matmul |" in md and "| copy op | input shapes |" in md
 
 
 def test_kernel_categories():

@@ -61,6 +61,32 @@ def kernel_table(events, steps: int, cuda: bool = True, exclude: tuple[str, ...]
     return rows
 
 
+# the aten ops that launch "copies" kernels: dtype casts, materialised views, concatenations
+COPY_OPS = ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::contiguous", "aten::cat", "aten::index",
+            "aten::repeat_interleave", "aten::expand_copy")
+
+
+def copy_sources(events, steps: int, top: int = 15) -> list[dict]:
+    """Where the copies come from: per (copy op, input shapes), calls and the device (or, on a CPU, host) time of
+    what it launched, per step; `events` from `key_averages(group_by_input_shape=True)` of a profile recorded
+    with `record_shapes=True`.  A weight's shape points at autocast casts, an activation's at a layout copy."""
+    rows = []
+    for evt in events:
+        if evt.key not in COPY_OPS:
+            continue
+        us = float(getattr(evt, "device_time_total", 0.0) or getattr(evt, "cpu_time_total", 0.0))
+        rows.append({"op": evt.key, "input_shapes": str(getattr(evt, "input_shapes", ""))[:120],
+                     "calls_per_step": evt.count / steps, "ms_per_step": us / steps / 1000})
+    rows.sort(key=lambda r: (-r["ms_per_step"], -r["calls_per_step"]))
+    return rows[:top]
+
+
+def copy_markdown(rows: list[dict]) -> list[str]:
+    lines = ["| copy op | input shapes | calls/step | ms/step |", "|---|---|---:|---:|"]
+    lines += [f"| `{r['op']}` | `{r['input_shapes']}` | {r['calls_per_step']:.0f} | {r['ms_per_step']:.3f} |" for r in rows]
+    return lines
+
+
 def categories(rows: list[dict]) -> dict:
     """{category: {ms_per_step, calls_per_step, share}} over every row (shares sum to 1), in CATEGORY_NAMES order."""
     out = {name: {"ms_per_step": 0.0, "calls_per_step": 0.0, "share": 0.0} for name in CATEGORY_NAMES}

@@ -297,21 +297,24 @@ def profile_steps_of(step, device: torch.device, steps: int, top: int = 25) -> d
     summed self time, `busy_ms_per_step` that sum (on a GPU: step time minus the device's idle gaps)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from thinkfast.benchmarks.profile_table import categories, kernel_table
+    from thinkfast.benchmarks.profile_table import categories, copy_sources, kernel_table
 
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     _sync(device)
     t0 = time.perf_counter()
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=True) as prof:
         for _ in range(steps):
             step()
         _sync(device)
     wall_ms = (time.perf_counter() - t0) * 1e3 / steps
-    rows = kernel_table(prof.key_averages(), steps, cuda=cuda)
+    events = prof.key_averages()
+    rows = kernel_table(events, steps, cuda=cuda)
+    aten_ops = sum(e.count for e in events if e.key.startswith("aten::")) / steps
     return {"steps": steps, "activity": "cuda" if cuda else "cpu", "wall_ms_per_step": round(wall_ms, 3),
             "busy_ms_per_step": sum(k["ms_per_step"] for k in rows), "kernels_total": len(rows),
-            "categories": categories(rows), "top": rows[:top]}
+            "aten_ops_per_step": aten_ops, "categories": categories(rows), "top": rows[:top],
+            "copy_sources": copy_sources(prof.key_averages(group_by_input_shape=True), steps)}
 
 
 def bench_step(recipe: str, shape_name: str, student, teacher, batch: dict, doc_lengths, micro: int,
@@ -550,7 +553,7 @@ def markdown(results: dict) -> str:
 
 def profile_markdown(r: dict, top: int = 15) -> list[str]:
     """A record's `--profile` section: time by category, then the top kernels (ops on a CPU)."""
-    from thinkfast.benchmarks.profile_table import category_markdown, markdown_rows
+    from thinkfast.benchmarks.profile_table import category_markdown, copy_markdown, markdown_rows
 
     p = r["profile"]
     lines = [f"## Profile: {r['shape']} {r['recipe']}", ""]
@@ -561,6 +564,9 @@ def profile_markdown(r: dict, top: int = 15) -> list[str]:
               f"(wall, profiler overhead included); {unit} busy {p['busy_ms_per_step']:.1f} ms per step "
               f"({p['kernels_total']} distinct {unit}). Shares are of the busy time.", "",
               *category_markdown(p["categories"]), "", *markdown_rows(p["top"], top, label=unit[:-1])]
+    if p.get("copy_sources"):  # absent in profiles recorded before they were collected
+        lines += ["", f"The host issued {p['aten_ops_per_step']:,.0f} aten ops per step (nested ones included). "
+                  "Copies by op and input shapes (time of what each launched):", "", *copy_markdown(p["copy_sources"])]
     return lines
 
 
