@@ -172,9 +172,10 @@ def _ss_bwd_local_seq_kernel(
 
 
 @triton.jit
-def _fwd_step(h, t, t_end, L, x_base, s_x_l, dt_base, s_dt_l, B_base, s_B_l, rs_base, s_rs_l, bias, A2, offs_c, offs_n,
-              HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_RESET: tl.constexpr):
-    """h after step t from h before it; a step at or past t_end leaves h as it is (it reads row min(t, L - 1))."""
+def _masked_step_inputs(t, t_end, L, x_base, s_x_l, dt_base, s_dt_l, B_base, s_B_l, rs_base, s_rs_l, bias, A2, offs_c,
+                        offs_n, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_RESET: tl.constexpr):
+    """Step t's row (min(t, L - 1)), whether t < t_end, its delta and decay (0 and 1 past t_end: the step then
+    changes nothing), dt, x and B, for B3's forward re-walk and reverse walk."""
     valid = t < t_end
     tr = tl.minimum(t, L - 1)
     delta, dtv, a, keep = _step_delta_decay(dt_base, rs_base, tr, bias, A2, HAS_BIAS, SOFTPLUS, HAS_RESET,
@@ -183,6 +184,16 @@ def _fwd_step(h, t, t_end, L, x_base, s_x_l, dt_base, s_dt_l, B_base, s_B_l, rs_
     a = tl.where(valid, a, 1.0)
     xv = tl.load(x_base + tr * s_x_l + offs_c).to(tl.float32)
     Bv = tl.load(B_base + tr * s_B_l + offs_n).to(tl.float32)
+    return tr, valid, delta, dtv, a, xv, Bv
+
+
+@triton.jit
+def _fwd_step(h, t, t_end, L, x_base, s_x_l, dt_base, s_dt_l, B_base, s_B_l, rs_base, s_rs_l, bias, A2, offs_c, offs_n,
+              HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_RESET: tl.constexpr):
+    """h after step t from h before it; a step at or past t_end leaves h as it is (it reads row min(t, L - 1))."""
+    tr, valid, delta, dtv, a, xv, Bv = _masked_step_inputs(t, t_end, L, x_base, s_x_l, dt_base, s_dt_l, B_base, s_B_l,
+                                                           rs_base, s_rs_l, bias, A2, offs_c, offs_n, HAS_BIAS,
+                                                           SOFTPLUS, HAS_RESET)
     return a * h + (delta * xv)[:, None] * Bv[None, :]
 
 
@@ -196,16 +207,11 @@ def _bwd_step(t, h, h_prev, g, a_next, dA_acc, dD_acc, db_acc, t_end, L,
     step's dx, ddt, dz, dB, dC (stored) and the dA, dD, d(bias) partials (accumulated).  A step at or past t_end
     (the sequence's last sub-tile, cut short) changes nothing and stores nothing.  Returns g, a_t and the
     three accumulators."""
-    valid = t < t_end
-    mask_c = (t + 0 * offs_c) < t_end  # valid, as (CPG,) and (N,) store masks
+    mask_c = (t + 0 * offs_c) < t_end  # t < t_end, as (CPG,) and (N,) store masks
     mask_n = (t + 0 * offs_n) < t_end
-    tr = tl.minimum(t, L - 1)
-    delta, dtv, a, keep = _step_delta_decay(dt_base, rs_base, tr, bias, A2, HAS_BIAS, SOFTPLUS, HAS_RESET,
-                                            s_dt_l, s_rs_l, offs_c)
-    delta = tl.where(valid, delta, 0.0)
-    a = tl.where(valid, a, 1.0)
-    xv = tl.load(x_base + tr * s_x_l + offs_c).to(tl.float32)
-    Bv = tl.load(B_base + tr * s_B_l + offs_n).to(tl.float32)
+    tr, valid, delta, dtv, a, xv, Bv = _masked_step_inputs(t, t_end, L, x_base, s_x_l, dt_base, s_dt_l, B_base, s_B_l,
+                                                           rs_base, s_rs_l, bias, A2, offs_c, offs_n, HAS_BIAS,
+                                                           SOFTPLUS, HAS_RESET)
     Cv = tl.load(C_base + tr * s_C_l + offs_n).to(tl.float32)
     dov, dyv, zv, sz = _step_dy(dy_base, z_base, tr, s_dy_l, s_z_l, offs_c, HAS_Z)
     dyv = tl.where(valid, dyv, 0.0)
