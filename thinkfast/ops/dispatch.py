@@ -1,7 +1,8 @@
 """One entry point per op: the model calls these, never a backend directly.
 
 Each function has the signature of its reference in `thinkfast.ops.reference`, plus an
-optional keyword `backend`.  Backend choice, first rule that applies:
+optional keyword `backend` (and `attention` a `block_masks` dict: which callers may use its
+compiled kernel).  Backend choice, first rule that applies:
 
 1. `THINKFAST_FORCE_REFERENCE=1`: the reference, always (debug a kernel against its
    ground truth without touching code).
@@ -263,7 +264,6 @@ def gumbel_argmax(logits, temperature, keys, *, backend: str | None = None):
     return ref.gumbel_argmax_ref(logits, temperature, keys)
 
 
-# Attention entries exist on main (model work); kept here verbatim so the merge is trivial.
 def attention(q, k, v, doc_ids=None, block_masks: dict | None = None, *, backend: str | None = None):
     """Causal attention, within documents where `doc_ids` (b, l) is given.
 
