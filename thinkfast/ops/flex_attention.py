@@ -10,7 +10,9 @@ reference's: softmax(q k^T / sqrt(d)) v over the same (query, key) pairs.
 
 The compiled kernel is specialised to the (batch, length) it first sees: training rows all have one
 shape, so the dispatch uses this only where the caller passes `block_masks` (training); engine prefill
-and evaluation, whose shapes vary, keep SDPA.  On CPU tensors (the tests) flex_attention runs uncompiled.
+and evaluation, whose shapes vary, keep SDPA.  A run compiles it once per (rows, length, grad mode) it meets:
+training's student and teacher, the held-out evaluation's batches, a few in all, within torch.compile's
+recompile limit (8).  On CPU tensors (the tests) flex_attention runs uncompiled.
 """
 
 from __future__ import annotations
