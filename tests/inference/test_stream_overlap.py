@@ -11,7 +11,7 @@ def test_markdown_reports_each_point_against_sum_and_max():
     point = {"half_batch": 256, "context": 2300, "mlp_layers": 5, "attention_ms": 0.6, "mlps_ms": 0.4,
              "both_ms": 0.95, "attention_tb_s": 3.9, "of_sum": 0.95, "of_max": 0.95 / 0.6}
     text = stream_overlap.markdown({"device": "GPU", "date": "today", "command": "cmd", "shape": "3b",
-                                    "points": [point]})
+                                    "mlp_layers": 5, "points": [point]})
     assert "| 256 | 2300 | 0.600 | 3.90 | 0.400 | 0.950 | 0.95 | 1.58 |" in text
 
 

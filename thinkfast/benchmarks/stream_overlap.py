@@ -84,7 +84,7 @@ def measure_point(shape: dict, half: int, context: int, mlp_layers: int) -> dict
 def markdown(result: dict) -> str:
     lines = [f"# Two-stream overlap of decode attention and MLP GEMMs — {result['device']}, {result['date']}", "",
              f"Command: `{result['command']}`; shape {result['shape']}. Each row: one attention layer's decode "
-             f"attention for `half` rows at `context` (A), {result['points'][0]['mlp_layers'] if result['points'] else 0} "
+             f"attention for `half` rows at `context` (A), {result['mlp_layers']} "
              "MLP layers for the same rows (G), and both on two streams (C), CUDA graphs, do_bench median.", "",
              "| half batch | context | A ms | KV TB/s | G ms | C ms | C / (A + G) | C / max |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ThinkfastError("stream_overlap times CUDA streams and graphs: run it on a machine with a GPU")
     result = {"command": "python -m thinkfast.benchmarks.stream_overlap " + " ".join(argv),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "device": torch.cuda.get_device_name(), "torch": torch.__version__, "shape": a.shape,
+              "device": torch.cuda.get_device_name(), "torch": torch.__version__, "shape": a.shape, "mlp_layers": a.mlp_layers,
               "points": [measure_point(TEACHERS[a.shape], half, ctx, a.mlp_layers) for half, ctx in a.points]}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

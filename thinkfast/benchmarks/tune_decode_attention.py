@@ -28,7 +28,7 @@ DEFAULT = dict(block_n=None, num_warps=4, num_stages=2, num_splits=None)
 
 
 def main() -> None:
-    from thinkfast.ops.triton.decode_attention import choose_num_splits, decode_attention_triton
+    from thinkfast.ops.triton.decode_attention import choose_num_splits, decode_attention_triton, default_block_n
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -71,7 +71,7 @@ def main() -> None:
                 except Exception as e:  # a tile that does not fit shared memory: recorded, not fatal
                     records.append(dict(shape=shape, batch=b, context=ctx, **cfg, error=str(e).splitlines()[0][:200]))
                     continue
-                block_n = cfg["block_n"] or (64 if hd <= 64 else 32)
+                block_n = cfg["block_n"] or default_block_n(hd)
                 splits = cfg["num_splits"] or choose_num_splits(b, n_kv, cap, dev, block_n)
                 records.append(dict(shape=shape, batch=b, context=ctx, **dict(cfg, num_splits=splits), ms=ms,
                                     max_abs_diff=err, of_copy=nbytes / (ms * 1e-3) / bw, default=cfg is DEFAULT))

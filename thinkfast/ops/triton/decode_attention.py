@@ -152,6 +152,11 @@ def _num_sms(device: torch.device) -> int:
     return _SM_COUNT[index]
 
 
+def default_block_n(head_dim: int) -> int:
+    """Keys per block of the walk: 64 for head dims up to 64, else 32 (the 2026-12-01 sweep's defaults)."""
+    return 64 if triton.next_power_of_2(head_dim) <= 64 else 32
+
+
 def choose_num_splits(batch: int, kv_heads: int, capacity: int, device: torch.device, block_n: int) -> int:
     """Enough programs to fill the GPU about twice, never more splits than blocks of the cache."""
     programs = batch * kv_heads
@@ -185,8 +190,7 @@ def decode_attention_triton(
     q = q.contiguous()
     block_d = triton.next_power_of_2(d)
     block_g = max(16, triton.next_power_of_2(group))
-    if block_n is None:
-        block_n = 64 if block_d <= 64 else 32
+    block_n = block_n or default_block_n(d)
     if num_splits is None:
         num_splits = choose_num_splits(b, n_kv, T, q.device, block_n)
     direct = num_splits == 1
