@@ -24,11 +24,11 @@ from thinkfast.benchmarks.roofline import measure_copy_bandwidth
 
 # query heads, kv heads, head dim (the shapes of benchmarks/shapes.py)
 SHAPES = {"qwen-0.5b": (14, 2, 64), "qwen-1.5b": (12, 2, 128), "llama-1b": (32, 8, 64), "llama-3b": (24, 8, 128)}
-DEFAULT = dict(block_n=None, num_warps=4, num_stages=2, num_splits=None)
+DEFAULT = dict(block_n=None, num_warps=None, num_stages=None, num_splits=None)  # the kernel's own choice
 
 
 def main() -> None:
-    from thinkfast.ops.triton.decode_attention import choose_num_splits, decode_attention_triton, default_block_n
+    from thinkfast.ops.triton.decode_attention import choose_num_splits, decode_attention_triton, default_launch
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -71,9 +71,11 @@ def main() -> None:
                 except Exception as e:  # a tile that does not fit shared memory: recorded, not fatal
                     records.append(dict(shape=shape, batch=b, context=ctx, **cfg, error=str(e).splitlines()[0][:200]))
                     continue
-                block_n = cfg["block_n"] or default_block_n(hd)
+                block_n, warps, stages = (cfg[key] or default for key, default in
+                                          zip(("block_n", "num_warps", "num_stages"), default_launch(hd)))
                 splits = cfg["num_splits"] or choose_num_splits(b, n_kv, cap, dev, block_n)
-                records.append(dict(shape=shape, batch=b, context=ctx, **dict(cfg, num_splits=splits), ms=ms,
+                resolved = dict(block_n=block_n, num_warps=warps, num_stages=stages, num_splits=splits)
+                records.append(dict(shape=shape, batch=b, context=ctx, **resolved, ms=ms,
                                     max_abs_diff=err, of_copy=nbytes / (ms * 1e-3) / bw, default=cfg is DEFAULT))
             del k, v
             torch.cuda.empty_cache()

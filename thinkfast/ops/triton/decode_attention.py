@@ -152,9 +152,15 @@ def _num_sms(device: torch.device) -> int:
     return _SM_COUNT[index]
 
 
-def default_block_n(head_dim: int) -> int:
-    """Keys per block of the walk: 64 for head dims up to 64, else 32 (the 2026-12-01 sweep's defaults)."""
-    return 64 if triton.next_power_of_2(head_dim) <= 64 else 32
+def default_launch(head_dim: int) -> tuple[int, int, int]:
+    """(BLOCK_N, num_warps, num_stages) of the walk: 64 keys per block for head dims up to 64, else 32;
+    2 warps; 4 stages of K/V loads in flight (2 above head dim 128, where 4 would outgrow the shared
+    memory of smaller GPUs).  H200 sweep, 2026-12-02 (`tune_decode_attention`, batches 256 / 512,
+    contexts 328 / 1224 / 2248, and 4296 for Llama-3B): within 1% of the best setting everywhere at the
+    Qwen2.5-1.5B layout (was up to 22% slower with 4 warps and 2 stages), within 3% at Llama-3.2-3B
+    (was 6%), within ~5% at Qwen2.5-0.5B (docs/results/decode_profile_h200/tune_decode_2026-12-02/)."""
+    block_n = 64 if triton.next_power_of_2(head_dim) <= 64 else 32
+    return block_n, 2, 4 if head_dim <= 128 else 2
 
 
 def choose_num_splits(batch: int, kv_heads: int, capacity: int, device: torch.device, block_n: int) -> int:
@@ -177,8 +183,8 @@ def decode_attention_triton(
     num_splits: int | None = None,
     block_n: int | None = None,
     length_offset: int = 0,
-    num_warps: int = 4,
-    num_stages: int = 2,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
 ) -> torch.Tensor:
     b, H, d = q.shape
     n_kv, T = k_cache.shape[1], k_cache.shape[2]
@@ -190,7 +196,10 @@ def decode_attention_triton(
     q = q.contiguous()
     block_d = triton.next_power_of_2(d)
     block_g = max(16, triton.next_power_of_2(group))
-    block_n = block_n or default_block_n(d)
+    default_n, default_warps, default_stages = default_launch(d)
+    block_n = block_n or default_n
+    num_warps = num_warps or default_warps
+    num_stages = num_stages or default_stages
     if num_splits is None:
         num_splits = choose_num_splits(b, n_kv, T, q.device, block_n)
     direct = num_splits == 1
