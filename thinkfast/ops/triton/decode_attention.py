@@ -157,8 +157,9 @@ def default_launch(head_dim: int) -> tuple[int, int, int]:
     2 warps; 4 stages of K/V loads in flight (2 above head dim 128, where 4 would outgrow the shared
     memory of smaller GPUs).  H200 sweep, 2026-12-02 (`tune_decode_attention`, batches 256 / 512,
     contexts 328 / 1224 / 2248, and 4296 for Llama-3B): within 1% of the best setting everywhere at the
-    Qwen2.5-1.5B layout (was up to 22% slower with 4 warps and 2 stages), within 3% at Llama-3.2-3B
-    (was 6%), within ~5% at Qwen2.5-0.5B (docs/results/decode_profile_h200/tune_decode_2026-12-02/)."""
+    Qwen2.5-1.5B layout (4 warps and 2 stages took up to 1.22x the best time), within 3.3% at Llama-3.2-3B
+    (was 6%); at Qwen2.5-0.5B 0.945 of the best on average, with single noisy points down to 0.78 (was 0.86)
+    (docs/results/decode_profile_h200/tune_decode_2026-12-02/)."""
     block_n = 64 if triton.next_power_of_2(head_dim) <= 64 else 32
     return block_n, 2, 4 if head_dim <= 128 else 2
 
