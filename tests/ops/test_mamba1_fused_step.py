@@ -33,7 +33,10 @@ def _inputs(b, n_kv, hd, rep, n, k, dtype, pool, seed=0, state_dtype=torch.float
 @pytest.mark.parametrize("n_kv,hd,rep,n,k", [(2, 32, 3, 16, 4), (2, 16, 4, 16, 4), (1, 64, 1, 8, 2), (3, 32, 2, 16, 3)])
 @pytest.mark.parametrize("use_idx", [False, True])
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
-def test_fused_step_matches_reference(dtype, n_kv, hd, rep, n, k, use_idx, state_dtype):
+@pytest.mark.parametrize("launches", [1, 2])
+def test_fused_step_matches_reference(dtype, n_kv, hd, rep, n, k, use_idx, state_dtype, launches, monkeypatch):
+    """launches 1: the fused kernel; 2: conv step, then the state kernel reading x and B by index."""
+    monkeypatch.setenv("THINKFAST_MAMBA1_STEP_LAUNCHES", str(launches))
     b, pool = 3, 6
     inp = _inputs(b, n_kv, hd, rep, n, k, dtype, pool, state_dtype=state_dtype)
     idx = torch.tensor([4, 0, 2], device=DEVICE) if use_idx else None
@@ -71,8 +74,10 @@ def _check_state(got, want32, x_dtype):
 @pytest.mark.gpu
 @pytest.mark.parametrize("shape,batch", [("1b", 1), ("3b", 256)])
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
-def test_fused_step_gpu_spec_shapes(shape, batch, state_dtype):
+@pytest.mark.parametrize("launches", [1, 2])
+def test_fused_step_gpu_spec_shapes(shape, batch, state_dtype, launches, monkeypatch):
     """The hybrids' Mamba-1 layers: 8 kv heads of 64 (1B) / 128 (3B), expanded 4x / 3x to d_inner 2048 / 3072."""
+    monkeypatch.setenv("THINKFAST_MAMBA1_STEP_LAUNCHES", str(launches))
     n_kv, hd, rep = {"1b": (8, 64, 4), "3b": (8, 128, 3)}[shape]
     inp = _inputs(batch, n_kv, hd, rep, 16, 4, torch.bfloat16, 2 * batch, state_dtype=state_dtype)
     idx = torch.randperm(2 * batch, device=DEVICE)[:batch]
@@ -96,3 +101,13 @@ def test_fused_step_partial_blocks(block_j):
     y_r = mamba1_fused_step_ref(**inp, head_dim=48)
     assert_close("y", y_k, y_r, TOL[torch.float32])
     assert_close("state", k_in["state"], inp["state"], 1e-5)
+
+
+def test_step_launches_env_is_checked(monkeypatch):
+    from thinkfast.ops.triton.mamba1_decode import step_launches
+
+    monkeypatch.setenv("THINKFAST_MAMBA1_STEP_LAUNCHES", "3")
+    with pytest.raises(ValueError, match="THINKFAST_MAMBA1_STEP_LAUNCHES"):
+        step_launches()
+    monkeypatch.setenv("THINKFAST_MAMBA1_STEP_LAUNCHES", "2")
+    assert step_launches() == 2

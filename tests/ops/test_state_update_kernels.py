@@ -59,6 +59,40 @@ def test_mamba1_step_matches_reference(dtype, d, groups, n, use_idx, state_dtype
     check_mamba1(3, d, groups, n, dtype, 6, use_idx, DEVICE, TOL[dtype], state_dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n_kv,hd,rep,n", [(2, 32, 3, 16), (1, 16, 4, 8)])
+def test_mamba1_step_reads_gqa_x_and_b_by_index(dtype, n_kv, hd, rep, n):
+    """rep > 1: x (b, n_kv*hd) and B over x's channels, read by index, equal the step on the expanded
+    tensors (query head h takes kv head h // rep); A_log given with a_is_log equals A = -exp(A_log)."""
+    from thinkfast.ops.reference.mamba1_step import repeat_heads
+    from thinkfast.ops.triton.state_update import selective_state_update
+
+    b, d_xb = 3, n_kv * hd
+    d = d_xb * rep
+    gen = torch.Generator().manual_seed(3)
+    x, Bx = (torch.randn(b, d_xb, generator=gen).to(DEVICE, dtype) for _ in range(2))
+    rest = mamba1_inputs(b, d, d // n, n, dtype, DEVICE)
+    A_log = torch.randn(d, n, generator=gen).to(DEVICE) * 0.5
+    state = torch.randn(4, d, n, generator=gen).to(DEVICE)
+    idx = torch.tensor([2, 0, 3], device=DEVICE)
+    s_k, s_r = state.clone(), state.clone()
+    y_k = selective_state_update(s_k, x, rest["dt"], A_log, Bx.view(b, d_xb // n, n), rest["C"], rest["D"], rest["z"],
+                                 rest["dt_bias"], True, idx, head_dim=hd, rep=rep, a_is_log=True)
+    y_r = selective_state_update_ref(s_r, repeat_heads(x, hd, rep), rest["dt"], -torch.exp(A_log),
+                                     repeat_heads(Bx, hd, rep).view(b, d // n, n), rest["C"], rest["D"], rest["z"],
+                                     rest["dt_bias"], True, idx)
+    assert_close("y", y_k, y_r, TOL[dtype])
+    assert_close("state", s_k, s_r, 1e-5)
+
+
+def test_mamba1_step_rep_needs_matching_x():
+    from thinkfast.ops.triton.state_update import selective_state_update
+
+    inp = mamba1_inputs(2, 32, 2, 16, torch.float32, DEVICE)
+    with pytest.raises(ValueError, match="rep=3"):
+        selective_state_update(torch.zeros(2, 32, 16, device=DEVICE), **inp, rep=3, head_dim=8)
+
+
 def check_ssd_step(b, h, n, p, dtype, pool, use_idx, device, tol, state_dtype=torch.float32):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(b, h, p, generator=gen).to(device, dtype)

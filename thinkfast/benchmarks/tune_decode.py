@@ -2,8 +2,8 @@
 
     python -m thinkfast.benchmarks.tune_decode --out DIR [--shapes 3b qwen-0.5b]
 
-Times `selective_state_update` (unfused step kernel) and `mamba1_fused_step` over (block,
-num_warps), and the old unfused sequence the fused kernel replaces (conv step + x/B repeat
+Times `selective_state_update` (unfused step kernel), `mamba1_fused_step` and the two-launch step (conv
+step, then `selective_state_update` reading x and B by index) over (block, num_warps), and the old unfused sequence the fused kernel replaces (conv step + x/B repeat
 copies + -exp(A_log) + step kernel).  Every setting of one (shape, batch) is timed `--rounds`
 times round-robin (do_bench median each); the median of the rounds is kept and their range
 printed (`ms_rounds` in tune.json).  Bandwidth counts the traffic floor: state
@@ -97,6 +97,12 @@ def main() -> None:
                                               True, idx)
 
             rec("unfused_sequence", "default", unfused, fused_bytes)
+            # two launches: the conv step, then the state kernel reading x and B by index (no expansion copies)
+            Bg, Cg = B.view(b, d_xb // n, n), C.view(b, G, n)
+            for bd, nw in ((32, 1), (64, 1), (32, 2), (64, 2), (128, 4)):
+                rec("mamba1_two_launch_step", (bd, nw), lambda bd=bd, nw=nw: selective_state_update(
+                    state, causal_conv1d_update(x, cst, w, cb, "silu", idx), dt, A_log, Bg, Cg, Dp, z, bias, True,
+                    idx, block_d=bd, num_warps=nw, head_dim=sh["hd"], rep=sh["rep"], a_is_log=True), fused_bytes)
             for bj in (16, 32, 64, 128):
                 for nw in (1, 2, 4, 8):
                     if bj > sh["hd"]:

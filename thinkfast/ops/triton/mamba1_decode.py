@@ -152,10 +152,29 @@ def _config(head_dim: int, rep: int, n: int) -> tuple[int, int]:
     return min(16, triton.next_power_of_2(head_dim)), 2
 
 
+def step_launches() -> int:
+    """How the decode step runs: 1 = this file's fused kernel; 2 = the conv step kernel, then the state-update
+    kernel reading x and B by index (`selective_state_update(rep=...)`), whose programs tile d_inner channels
+    with no padding of the REP query heads (REP = 3 at the 3B shape fills 3/4 of the fused kernel's tiles).
+    Default 2: in the engine's captured step (H200, 2026-12-02, `profile_decode`, context 2304) the two
+    launches took 0.728 / 1.477 ms per step for the 22 layers of hybrid-3B at batch 256 / 512 against the
+    fused kernel's 0.804 / 1.665, and were faster at the Qwen hybrids too (0.349 vs 0.424 ms, 1.5B batch 256;
+    0.223 vs 0.254 ms, 0.5B batch 256) (docs/results/decode_profile_h200/mamba_two_launch_2026-12-02/).
+    THINKFAST_MAMBA1_STEP_LAUNCHES=1|2 overrides it (A/B runs)."""
+    env = os.environ.get("THINKFAST_MAMBA1_STEP_LAUNCHES")
+    if env:
+        if env not in ("1", "2"):
+            raise ValueError(f"THINKFAST_MAMBA1_STEP_LAUNCHES={env!r}: use 1 (fused) or 2 (conv, then state update)")
+        return int(env)
+    return 2
+
+
 def mamba1_fused_step(z, x, B, C, dt, conv_state, conv_weight, conv_bias, state, A_log, D, dt_bias,
                       head_dim: int, activation: str | None = "silu", softplus: bool = True,
-                      state_indices=None, block_j: int | None = None, num_warps: int | None = None):
-    """Triton fused decode step; arguments and result as `mamba1_fused_step_ref`."""
+                      state_indices=None, block_j: int | None = None, num_warps: int | None = None,
+                      launches: int | None = None):
+    """Triton decode step from the raw in_proj slices; arguments and result as `mamba1_fused_step_ref`.
+    `launches` (default `step_launches()`): 1 fused launch, or 2 (conv step, then the indexed state update)."""
     bsz, d_xb = x.shape
     d_inner = C.shape[-1]
     n = A_log.shape[-1]
@@ -167,6 +186,14 @@ def mamba1_fused_step(z, x, B, C, dt, conv_state, conv_weight, conv_bias, state,
     for t in (z, x, B, C, dt):
         if t is not None and t.stride(-1) != 1:
             raise ValueError("z, x, B, C, dt need a unit last-dim stride")
+    if (launches or step_launches()) == 2:
+        from thinkfast.ops.triton.conv import causal_conv1d_update
+        from thinkfast.ops.triton.state_update import selective_state_update
+
+        xc = causal_conv1d_update(x, conv_state, conv_weight, conv_bias, activation, state_indices)  # (b, d_xb)
+        return selective_state_update(state, xc, dt, A_log, B.view(bsz, d_xb // n, n), C.view(bsz, d_inner // n, n),
+                                      D, z, dt_bias, softplus, state_indices, head_dim=head_dim, rep=rep,
+                                      a_is_log=True)
     y = torch.empty(bsz, d_inner, device=x.device, dtype=x.dtype)
     bj, nw = _config(head_dim, rep, n)
     block_j = block_j or bj
