@@ -107,6 +107,9 @@ def route_fn(route: str, k: int):
             return lambda x, w, b, s=s: splitk_mm(x, w, s)
         return lambda x, w, b, s=s: splitk_linear(x, w, b, s)
     if route == "inductor":
+        # one compiled function per GEMM: dynamo keys its cache on the code object, and after 8 shapes of one
+        # lambda it stops compiling and runs eager (what the 2026-12-02 run's last three 3B GEMMs measured)
+        torch._dynamo.reset()
         return torch.compile(lambda x, w, b: F.linear(x, w, b), mode="max-autotune-no-cudagraphs", dynamic=False)
     raise ValueError(f"unknown route {route!r}; choose from {', '.join(ROUTES)}")
 
