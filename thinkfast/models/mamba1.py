@@ -87,7 +87,7 @@ class Mamba1Mixer(nn.Module):
         """u (b, d_model) -> (b, d_model); updates conv and SSM state at `slots` in place."""
         z, x, B, C, dt = self._project(u)
         if self.x_expand.proj is None and self.B_expand.proj is None:
-            # fixed GQA repeat: one fused launch (conv + expansion by index + state update + D + gate)
+            # fixed GQA repeat: conv + expansion by index + state update + D + gate, no copies (ops/triton/mamba1_decode.py)
             y = dispatch.mamba1_fused_step(
                 z, x, B, C, dt, state["conv"], self.conv1d.weight, self.conv1d.bias, state["ssm"], self.A_log,
                 self.D, self.dt_bias, self.x_expand.head_dim, activation=self.conv1d.activation, softplus=True,

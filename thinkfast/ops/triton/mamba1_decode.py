@@ -1,5 +1,8 @@
-"""Fused Mamba-1 decode step (hybrid students, GQA-shaped x and B): one launch per layer.
+"""Mamba-1 decode step from the raw in_proj slices (hybrid students, GQA-shaped x and B), no expansion copies.
 
+Two ways to run it (`step_launches`): by default two launches, the conv step and then the state-update
+kernel reading x and B by index (`state_update.selective_state_update(rep=...)`), faster in the captured
+step; or the one-launch fused kernel of this file, described below.
 Same function as `mamba1_fused_step_ref`.  Inputs are the raw in_proj slices (views of one
 (b, W) buffer, no copies) and dt_proj's output:
     z, C (b, d_inner); x, B (b, d_xb = n_kv * hd); dt (b, d_inner);
