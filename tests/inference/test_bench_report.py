@@ -106,8 +106,10 @@ def test_qwen_report_ratios_and_roofline_plot(tmp_path):
     peer = [{"size": "1b", "batch": 256, "prompt": 512, "gen": 512, "route": r, "ok": True, "tokens_per_s": t,
              "end_to_end_tokens_per_s": t / 2, "compile_s": 20.0, "compiled": True, "is_peer": r == "default",
              "recompiled_in_timed_call": False} for r, t in (("compile_config", 7000.0), ("default", 7500.0))]
+    clocks = {"samples": 8, "busy_samples": 8, "sm_mhz_mean": 1927.5, "sm_mhz_min": 1770.0, "sm_mhz_max": 1980.0,
+              "mem_mhz": 3201.0, "power_w_max": 696.6, "limits": {"sw_power_cap": 0.99}}
     full = [dict(model="hybrid-1b", protocol="A", batch=256, prompt=512, gen=512, oom=False, method="full",
-                 tokens_per_s=90000.0, bound_tokens_per_s=150000.0, fraction_of_bound=0.6)]
+                 tokens_per_s=90000.0, bound_tokens_per_s=150000.0, fraction_of_bound=0.6, gpu_clocks=clocks)]
     results = {"gpu": "fake", "date": "today", "command": "thinkfast bench speed --protocol qwen --out x", "torch": "x",
                "protocol_set": "qwen", "config": PROTOCOL_SETS["qwen"],
                "measured_copy_bandwidth_bytes_per_s": 4e12, "measured_bf16_matmul_flops": 8e14,
@@ -124,6 +126,7 @@ def test_qwen_report_ratios_and_roofline_plot(tmp_path):
     text = (tmp_path / "speed.md").read_text()
     assert "| qwen-1.5b | hybrid-qwen-1.5b | G | 512 | 200+2048 |" in text and "2.50× | 2.00×" in text
     assert "**default** (the peer)" in text and "speed_roofline.png" in text
+    assert "| full | SM 1928 MHz (min 1770), sw_power_cap 99% |" in text  # the full run's clock beside it
     assert (tmp_path / "speed.png").stat().st_size > 1000 and (tmp_path / "speed_roofline.png").stat().st_size > 1000
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from thinkfast.benchmarks import gpu_clocks
+
 DEFAULT_TITLES = {"A": "prompt 512 + gen 512", "B": "prompt 256 + decode 4096", "C": "prompt 256, batch 128"}
 
 
@@ -181,6 +183,8 @@ def write_markdown(results: dict, out: Path) -> None:
     ]
     for p in results["points"] + results["full"]:
         note = p.get("reason", "") + (f" ({p['verified']})" if p.get("verified") else "")
+        if p.get("gpu_clocks"):  # full runs: what the GPU's clock did meanwhile (power cap, thermal)
+            note = "; ".join(filter(None, (note, gpu_clocks.describe(p["gpu_clocks"]))))
         lines.append(
             f"| {series(p)} | {p['protocol']} | {p['batch']} | {p['prompt']}+{p['gen']} | "
             f"{'OOM' if p['oom'] else _fmt(p['tokens_per_s'])} | {_fmt(p.get('latency_ms_per_step'), '.2f')} | "

@@ -15,12 +15,14 @@ and for several context lengths along the generation sets the slots' lengths the
 its own captured decode step (warm-up, then a few replays).  Decode time of the whole
 generation is the integral of that step time over the context (piecewise linear between the
 checkpoints, where the real cost is linear).  Headline points are also run "full": the
-engine's `generate` end to end, decode windows timed by the engine itself.  Every point that
+engine's `generate` end to end, decode windows timed by the engine itself, with nvidia-smi's SM
+clock and active limits (power cap, thermal) sampled meanwhile (`gpu_clocks`).  Every point that
 does not fit records why (memory planner, or the real allocation's OOM) instead of crashing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gc
 import json
@@ -35,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from thinkfast.benchmarks import roofline
+from thinkfast.benchmarks import gpu_clocks, roofline
 from thinkfast.benchmarks.shapes import build_model, describe
 from thinkfast.inference.params import DEFAULT_SSM_STATE_DTYPE
 
@@ -294,15 +296,17 @@ def full_run(model, name, numbers, hw, protocol, prompt, gen, batch) -> dict:
         vocab = model.config.vocab_size
         prompts = [torch.randint(min(10, vocab - 1), min(1000, vocab), (prompt,)).tolist() for _ in range(distinct)]
         params = SamplingParams(temperature=0, max_new_tokens=gen, ignore_eos=True)
-        start = time.perf_counter()
-        engine.generate(prompts, params, n=batch // distinct)
-        wall = time.perf_counter() - start
+        device = next(model.parameters()).device
+        with gpu_clocks.ClockLog(device.index or 0) if device.type == "cuda" else contextlib.nullcontext() as clocks:
+            start = time.perf_counter()
+            engine.generate(prompts, params, n=batch // distinct)
+            wall = time.perf_counter() - start
         stats = engine.last_stats
         tps = stats["decode_tokens"] / stats["decode_s"]
         point.update(oom=False, method="full", tokens_per_s=tps, decode_s=stats["decode_s"], wall_s=wall,
                      latency_ms_per_step=1000 * stats["decode_s"] / stats["decode_steps"],
                      **_fractions(point, tps), engine_stats=stats,
-                     engine_peak_bytes=_peak())
+                     engine_peak_bytes=_peak(), gpu_clocks=clocks.summary if clocks is not None else None)
         log.info("%s %s B=%d G=%d full run: %.0f tok/s", name, protocol, batch, gen, tps)
         del engine
     except Exception as err:  # noqa: BLE001
