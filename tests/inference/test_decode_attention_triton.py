@@ -57,6 +57,27 @@ def test_positions_with_length_offset(splits):
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("max_programs", [1, 5, 100])  # fewer programs than items (1, 5) and more (100: plain grid)
+def test_persistent_grid_matches_reference(splits, max_programs):
+    """max_programs: the (sequence, kv head, split) items walked by a capped number of programs give the same
+    output as one program per item (the stream-overlap experiment leaves the other multiprocessors free)."""
+    from thinkfast.ops.triton.decode_attention import decode_attention_triton
+
+    q, k, v, slots, lengths = _case(11, 4, 6, 2, 50, 16, slots_total=6)
+    ref = decode_attention_ref(q, k, v, slots, lengths)
+    out = decode_attention_triton(q, k, v, slots, lengths, num_splits=splits, block_n=16, max_programs=max_programs)
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
+
+
+def test_persistent_grid_needs_a_program():
+    from thinkfast.ops.triton.decode_attention import decode_attention_triton
+
+    q, k, v, slots, lengths = _case(1, 2, 4, 2, 20, 16, slots_total=2)
+    with pytest.raises(ValueError, match="max_programs"):
+        decode_attention_triton(q, k, v, slots, lengths, max_programs=0)
+
+
 def test_reads_only_the_context():
     """Garbage (NaN) past each sequence's length must not leak into the output."""
     from thinkfast.ops.triton.decode_attention import decode_attention_triton

@@ -23,7 +23,8 @@ import triton.language as tl
 
 
 @triton.jit
-def _decode_attn_split_kernel(
+def _attend(
+    b, kvh, split,
     Q, K, V, SLOTS, LENS, O_PART, LSE_PART, OUT,
     stride_qb, stride_qh,
     stride_ks, stride_kh, stride_kt,
@@ -32,19 +33,11 @@ def _decode_attn_split_kernel(
     stride_lb, stride_lh,
     stride_outb, stride_outh,
     sm_scale,
-    LEN_OFFSET: tl.constexpr,  # added to LENS: decode passes positions, the context is positions + 1
-    DIRECT: tl.constexpr,  # one split: write the normalised output (OUT's dtype) instead of the parts
-    GROUP: tl.constexpr,  # query heads per kv head
-    HEAD_DIM: tl.constexpr,
-    NUM_SPLITS: tl.constexpr,
-    BLOCK_G: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    IEEE: tl.constexpr,  # fp32 inputs: exact products (tl.dot would use tf32 on a GPU)
+    LEN_OFFSET: tl.constexpr, DIRECT: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
+    NUM_SPLITS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    IEEE: tl.constexpr,
 ):
-    b = tl.program_id(0)
-    kvh = tl.program_id(1)
-    split = tl.program_id(2)
+    """One work item: sequence b, kv head kvh, split `split` (the split kernel's whole body)."""
     slot = tl.load(SLOTS + b).to(tl.int64)
     length = tl.load(LENS + b).to(tl.int32) + LEN_OFFSET
 
@@ -107,6 +100,43 @@ def _decode_attn_split_kernel(
         o_ptr = O_PART + b * stride_ob + heads[:, None] * stride_oh + split * stride_os + offs_d[None, :]
         tl.store(o_ptr, out, mask=g_mask[:, None] & d_mask[None, :])
         tl.store(LSE_PART + b * stride_lb + heads * stride_lh + split, lse, mask=g_mask)
+
+
+@triton.jit(do_not_specialize=["n_items"])
+def _decode_attn_split_kernel(
+    Q, K, V, SLOTS, LENS, O_PART, LSE_PART, OUT,
+    stride_qb, stride_qh,
+    stride_ks, stride_kh, stride_kt,
+    stride_vs, stride_vh, stride_vt,
+    stride_ob, stride_oh, stride_os,
+    stride_lb, stride_lh,
+    stride_outb, stride_outh,
+    sm_scale, n_items,
+    LEN_OFFSET: tl.constexpr,  # added to LENS: decode passes positions, the context is positions + 1
+    DIRECT: tl.constexpr,  # one split: write the normalised output (OUT's dtype) instead of the parts
+    GROUP: tl.constexpr,  # query heads per kv head
+    HEAD_DIM: tl.constexpr,
+    NUM_SPLITS: tl.constexpr,
+    N_KV: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    IEEE: tl.constexpr,  # fp32 inputs: exact products (tl.dot would use tf32 on a GPU)
+    PERSISTENT: tl.constexpr,  # grid (P,): each program walks items pid, pid + P, ... of b * N_KV * NUM_SPLITS
+):
+    if PERSISTENT:
+        for item in range(tl.program_id(0), n_items, tl.num_programs(0)):
+            _attend(item // (N_KV * NUM_SPLITS), (item // NUM_SPLITS) % N_KV, item % NUM_SPLITS,
+                    Q, K, V, SLOTS, LENS, O_PART, LSE_PART, OUT,
+                    stride_qb, stride_qh, stride_ks, stride_kh, stride_kt, stride_vs, stride_vh, stride_vt,
+                    stride_ob, stride_oh, stride_os, stride_lb, stride_lh, stride_outb, stride_outh, sm_scale,
+                    LEN_OFFSET, DIRECT, GROUP, HEAD_DIM, NUM_SPLITS, BLOCK_G, BLOCK_D, BLOCK_N, IEEE)
+    else:  # grid (b, N_KV, NUM_SPLITS): one item per program
+        _attend(tl.program_id(0), tl.program_id(1), tl.program_id(2),
+                Q, K, V, SLOTS, LENS, O_PART, LSE_PART, OUT,
+                stride_qb, stride_qh, stride_ks, stride_kh, stride_kt, stride_vs, stride_vh, stride_vt,
+                stride_ob, stride_oh, stride_os, stride_lb, stride_lh, stride_outb, stride_outh, sm_scale,
+                LEN_OFFSET, DIRECT, GROUP, HEAD_DIM, NUM_SPLITS, BLOCK_G, BLOCK_D, BLOCK_N, IEEE)
 
 
 @triton.jit
@@ -186,7 +216,11 @@ def decode_attention_triton(
     length_offset: int = 0,
     num_warps: int | None = None,
     num_stages: int | None = None,
+    max_programs: int | None = None,
 ) -> torch.Tensor:
+    """`max_programs`: run the (sequence, kv head, split) items on at most that many persistent programs
+    (each walks every P-th item) instead of one program per item, so the attention leaves the rest of the
+    GPU's multiprocessors to work on another stream (the overlap experiment of `benchmarks/stream_overlap`)."""
     b, H, d = q.shape
     n_kv, T = k_cache.shape[1], k_cache.shape[2]
     if H % n_kv:
@@ -210,7 +244,12 @@ def decode_attention_triton(
     else:
         o_part = torch.empty(b, H, num_splits, d, dtype=torch.float32, device=q.device)
         lse_part = torch.empty(b, H, num_splits, dtype=torch.float32, device=q.device)
-    _decode_attn_split_kernel[(b, n_kv, num_splits)](
+    n_items = b * n_kv * num_splits
+    persistent = max_programs is not None and max_programs < n_items
+    if max_programs is not None and max_programs < 1:
+        raise ValueError(f"max_programs must be >= 1, got {max_programs}")
+    grid = (max_programs,) if persistent else (b, n_kv, num_splits)
+    _decode_attn_split_kernel[grid](
         q, k_cache, v_cache, slots, context_lengths, o_part, lse_part, out,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
@@ -218,10 +257,10 @@ def decode_attention_triton(
         o_part.stride(0), o_part.stride(1), o_part.stride(2),
         lse_part.stride(0), lse_part.stride(1),
         out.stride(0), out.stride(1),
-        1.0 / math.sqrt(d),
+        1.0 / math.sqrt(d), n_items,
         LEN_OFFSET=int(length_offset), DIRECT=direct,
-        GROUP=group, HEAD_DIM=d, NUM_SPLITS=num_splits,
-        BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_N=block_n, IEEE=q.dtype == torch.float32,
+        GROUP=group, HEAD_DIM=d, NUM_SPLITS=num_splits, N_KV=n_kv,
+        BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_N=block_n, IEEE=q.dtype == torch.float32, PERSISTENT=persistent,
         num_warps=num_warps, num_stages=num_stages,
     )
     if direct:
