@@ -69,3 +69,9 @@ def test_rows_and_report_on_cpu():
     assert result["step"][0]["cublas_ms"] == pytest.approx(3 * row["routes"]["cublas"]["ms"])
     text = decode_gemm.markdown(result)
     assert "| m | 4 |" in text and "| out_proj | 64 | 32 | 4 |" in text
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        decode_gemm.plot(result, Path(tmp) / "g.png")
+        assert (Path(tmp) / "g.png").stat().st_size > 1000

@@ -227,8 +227,33 @@ def run(out_dir, models=("qwen-0.5b", "hybrid-qwen-0.5b", "qwen-1.5b", "hybrid-q
                     _write(out_dir, result)  # a killed run keeps every row it timed
     result["step"] = step_summary(result, seen)
     _write(out_dir, result)
+    plot(result, Path(out_dir) / "decode_gemm.png")
     (Path(out_dir) / "decode_gemm.md").write_text(markdown(result))
     return result
+
+
+def plot(result: dict, path) -> None:
+    """Per model and batch: the step's GEMM time with cuBLAS and with the best route per GEMM, beside its floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = result["step"]
+    labels = [f"{s['model']}\nM={s['m']}" for s in steps]
+    x = range(len(steps))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(steps)), 4.0))
+    width = 0.27
+    for i, (key, name) in enumerate((("floor_ms", "floor: max(flops, bytes)"), ("cublas_ms", "cuBLAS (what runs)"),
+                                     ("best_ms", "best route per GEMM"))):
+        ax.bar([v + (i - 1) * width for v in x], [s[key] for s in steps], width, label=name)
+    ax.set_xticks(list(x), labels, fontsize=7)
+    ax.set_ylabel("GEMM ms per decode step")
+    ax.set_title(f"Decode-step GEMMs, {result['device']}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _write(out_dir, result: dict) -> None:
