@@ -3,8 +3,8 @@
     python -m thinkfast.benchmarks.tune_decode --out DIR [--shapes 3b qwen-0.5b]
 
 Times `selective_state_update` (unfused step kernel), `mamba1_fused_step` and the two-launch step (conv
-step, then `selective_state_update` reading x and B by index) over (block, num_warps), and the old unfused sequence the fused kernel replaces (conv step + x/B repeat
-copies + -exp(A_log) + step kernel).  Every setting of one (shape, batch) is timed `--rounds`
+step, then `selective_state_update` reading x and B by index) over (block, num_warps), and the old
+unfused sequence the fused kernel replaces (conv step + x/B repeat copies + -exp(A_log) + step kernel).  Every setting of one (shape, batch) is timed `--rounds`
 times round-robin (do_bench median each); the median of the rounds is kept and their range
 printed (`ms_rounds` in tune.json).  Bandwidth counts the traffic floor: state
 read + write (fp32), conv state read + write, and the (b, .) activations read/written once.

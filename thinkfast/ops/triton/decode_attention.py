@@ -1,6 +1,7 @@
 """Flash-decoding attention for one new token per sequence over a slot-indexed KV pool.
 
-Grid: (sequence, kv head, split).  Each program loads the query heads that share its kv
+Work items: (sequence, kv head, split), one per program (a 1-D grid, sequence fastest) unless
+`max_programs` caps the grid.  Each program loads the query heads that share its kv
 head (GQA group, padded to 16 rows for `tl.dot`), walks only its share of the first
 `context_lengths[b]` cached positions in blocks of BLOCK_N, and keeps an online softmax in
 fp32.  Splits divide each sequence's *own* context length, so short and long sequences of
@@ -22,87 +23,7 @@ import triton
 import triton.language as tl
 
 
-@triton.jit
-def _attend(
-    b, kvh, split,
-    Q, K, V, SLOTS, LENS, O_PART, LSE_PART, OUT,
-    stride_qb, stride_qh,
-    stride_ks, stride_kh, stride_kt,
-    stride_vs, stride_vh, stride_vt,
-    stride_ob, stride_oh, stride_os,
-    stride_lb, stride_lh,
-    stride_outb, stride_outh,
-    sm_scale,
-    LEN_OFFSET: tl.constexpr, DIRECT: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
-    NUM_SPLITS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-    IEEE: tl.constexpr,
-):
-    """One work item: sequence b, kv head kvh, split `split` (the split kernel's whole body)."""
-    slot = tl.load(SLOTS + b).to(tl.int64)
-    length = tl.load(LENS + b).to(tl.int32) + LEN_OFFSET
-
-    # this split's range of positions: blocks of BLOCK_N shared out over NUM_SPLITS
-    n_blocks = tl.cdiv(length, BLOCK_N)
-    blocks_per_split = tl.cdiv(n_blocks, NUM_SPLITS)
-    start = split * blocks_per_split * BLOCK_N
-    end = tl.minimum(start + blocks_per_split * BLOCK_N, length)
-
-    offs_g = tl.arange(0, BLOCK_G)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    g_mask = offs_g < GROUP
-    d_mask = offs_d < HEAD_DIM
-    heads = kvh * GROUP + offs_g
-
-    q = tl.load(
-        Q + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
-        mask=g_mask[:, None] & d_mask[None, :],
-        other=0.0,
-    )
-
-    k_base = K + slot * stride_ks + kvh * stride_kh
-    v_base = V + slot * stride_vs + kvh * stride_vh
-
-    m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
-
-    for pos in range(start, end, BLOCK_N):
-        cols = pos + offs_n
-        n_mask = cols < end
-        kv_mask = n_mask[:, None] & d_mask[None, :]
-        k = tl.load(k_base + cols[:, None] * stride_kt + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(v_base + cols[:, None] * stride_vt + offs_d[None, :], mask=kv_mask, other=0.0)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee") * sm_scale  # (BLOCK_G, BLOCK_N) fp32
-        else:
-            s = tl.dot(q, tl.trans(k)) * sm_scale
-        s = tl.where(n_mask[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        # rows that have seen nothing yet keep m = -inf: guard the exp against (-inf) - (-inf)
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m_i - m_safe)
-        p = tl.exp(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
-
-    has = l_i > 0.0
-    out = acc / tl.where(has, l_i, 1.0)[:, None]
-    if DIRECT:
-        o_ptr = OUT + b * stride_outb + heads[:, None] * stride_outh + offs_d[None, :]
-        tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :])
-    else:
-        lse = tl.where(has, m_i + tl.log(tl.where(has, l_i, 1.0)), float("-inf"))
-        o_ptr = O_PART + b * stride_ob + heads[:, None] * stride_oh + split * stride_os + offs_d[None, :]
-        tl.store(o_ptr, out, mask=g_mask[:, None] & d_mask[None, :])
-        tl.store(LSE_PART + b * stride_lb + heads * stride_lh + split, lse, mask=g_mask)
-
-
-@triton.jit(do_not_specialize=["n_items"])
+@triton.jit(do_not_specialize=["n_items", "batch"])
 def _decode_attn_split_kernel(
     Q, K, V, SLOTS, LENS, O_PART, LSE_PART, OUT,
     stride_qb, stride_qh,
@@ -111,7 +32,7 @@ def _decode_attn_split_kernel(
     stride_ob, stride_oh, stride_os,
     stride_lb, stride_lh,
     stride_outb, stride_outh,
-    sm_scale, n_items,
+    sm_scale, batch, n_items,
     LEN_OFFSET: tl.constexpr,  # added to LENS: decode passes positions, the context is positions + 1
     DIRECT: tl.constexpr,  # one split: write the normalised output (OUT's dtype) instead of the parts
     GROUP: tl.constexpr,  # query heads per kv head
@@ -122,21 +43,75 @@ def _decode_attn_split_kernel(
     BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr,
     IEEE: tl.constexpr,  # fp32 inputs: exact products (tl.dot would use tf32 on a GPU)
-    PERSISTENT: tl.constexpr,  # grid (P,): each program walks items pid, pid + P, ... of b * N_KV * NUM_SPLITS
 ):
-    if PERSISTENT:
-        for item in range(tl.program_id(0), n_items, tl.num_programs(0)):
-            _attend(item // (N_KV * NUM_SPLITS), (item // NUM_SPLITS) % N_KV, item % NUM_SPLITS,
-                    Q, K, V, SLOTS, LENS, O_PART, LSE_PART, OUT,
-                    stride_qb, stride_qh, stride_ks, stride_kh, stride_kt, stride_vs, stride_vh, stride_vt,
-                    stride_ob, stride_oh, stride_os, stride_lb, stride_lh, stride_outb, stride_outh, sm_scale,
-                    LEN_OFFSET, DIRECT, GROUP, HEAD_DIM, NUM_SPLITS, BLOCK_G, BLOCK_D, BLOCK_N, IEEE)
-    else:  # grid (b, N_KV, NUM_SPLITS): one item per program
-        _attend(tl.program_id(0), tl.program_id(1), tl.program_id(2),
-                Q, K, V, SLOTS, LENS, O_PART, LSE_PART, OUT,
-                stride_qb, stride_qh, stride_ks, stride_kh, stride_kt, stride_vs, stride_vh, stride_vt,
-                stride_ob, stride_oh, stride_os, stride_lb, stride_lh, stride_outb, stride_outh, sm_scale,
-                LEN_OFFSET, DIRECT, GROUP, HEAD_DIM, NUM_SPLITS, BLOCK_G, BLOCK_D, BLOCK_N, IEEE)
+    # work items (sequence b, kv head, split), b fastest; a grid of n_items programs takes one each, a smaller
+    # (persistent) grid walks every num_programs-th item
+    for item in range(tl.program_id(0), n_items, tl.num_programs(0)):
+        b = item % batch
+        kvh = (item // batch) % N_KV
+        split = item // (batch * N_KV)
+        slot = tl.load(SLOTS + b).to(tl.int64)
+        length = tl.load(LENS + b).to(tl.int32) + LEN_OFFSET
+
+        # this split's range of positions: blocks of BLOCK_N shared out over NUM_SPLITS
+        n_blocks = tl.cdiv(length, BLOCK_N)
+        blocks_per_split = tl.cdiv(n_blocks, NUM_SPLITS)
+        start = split * blocks_per_split * BLOCK_N
+        end = tl.minimum(start + blocks_per_split * BLOCK_N, length)
+
+        offs_g = tl.arange(0, BLOCK_G)
+        offs_d = tl.arange(0, BLOCK_D)
+        offs_n = tl.arange(0, BLOCK_N)
+        g_mask = offs_g < GROUP
+        d_mask = offs_d < HEAD_DIM
+        heads = kvh * GROUP + offs_g
+
+        q = tl.load(
+            Q + b * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
+            mask=g_mask[:, None] & d_mask[None, :],
+            other=0.0,
+        )
+
+        k_base = K + slot * stride_ks + kvh * stride_kh
+        v_base = V + slot * stride_vs + kvh * stride_vh
+
+        m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
+
+        for pos in range(start, end, BLOCK_N):
+            cols = pos + offs_n
+            n_mask = cols < end
+            kv_mask = n_mask[:, None] & d_mask[None, :]
+            k = tl.load(k_base + cols[:, None] * stride_kt + offs_d[None, :], mask=kv_mask, other=0.0)
+            v = tl.load(v_base + cols[:, None] * stride_vt + offs_d[None, :], mask=kv_mask, other=0.0)
+            if IEEE:
+                s = tl.dot(q, tl.trans(k), input_precision="ieee") * sm_scale  # (BLOCK_G, BLOCK_N) fp32
+            else:
+                s = tl.dot(q, tl.trans(k)) * sm_scale
+            s = tl.where(n_mask[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            # rows that have seen nothing yet keep m = -inf: guard the exp against (-inf) - (-inf)
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.exp(m_i - m_safe)
+            p = tl.exp(s - m_safe[:, None])
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            if IEEE:
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+            else:
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+
+        has = l_i > 0.0
+        out = acc / tl.where(has, l_i, 1.0)[:, None]
+        if DIRECT:
+            o_ptr = OUT + b * stride_outb + heads[:, None] * stride_outh + offs_d[None, :]
+            tl.store(o_ptr, out.to(OUT.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :])
+        else:
+            lse = tl.where(has, m_i + tl.log(tl.where(has, l_i, 1.0)), float("-inf"))
+            o_ptr = O_PART + b * stride_ob + heads[:, None] * stride_oh + split * stride_os + offs_d[None, :]
+            tl.store(o_ptr, out, mask=g_mask[:, None] & d_mask[None, :])
+            tl.store(LSE_PART + b * stride_lb + heads * stride_lh + split, lse, mask=g_mask)
 
 
 @triton.jit
@@ -245,10 +220,9 @@ def decode_attention_triton(
         o_part = torch.empty(b, H, num_splits, d, dtype=torch.float32, device=q.device)
         lse_part = torch.empty(b, H, num_splits, dtype=torch.float32, device=q.device)
     n_items = b * n_kv * num_splits
-    persistent = max_programs is not None and max_programs < n_items
     if max_programs is not None and max_programs < 1:
         raise ValueError(f"max_programs must be >= 1, got {max_programs}")
-    grid = (max_programs,) if persistent else (b, n_kv, num_splits)
+    grid = (min(n_items, max_programs or n_items),)
     _decode_attn_split_kernel[grid](
         q, k_cache, v_cache, slots, context_lengths, o_part, lse_part, out,
         q.stride(0), q.stride(1),
@@ -257,10 +231,10 @@ def decode_attention_triton(
         o_part.stride(0), o_part.stride(1), o_part.stride(2),
         lse_part.stride(0), lse_part.stride(1),
         out.stride(0), out.stride(1),
-        1.0 / math.sqrt(d), n_items,
+        1.0 / math.sqrt(d), b, n_items,
         LEN_OFFSET=int(length_offset), DIRECT=direct,
         GROUP=group, HEAD_DIM=d, NUM_SPLITS=num_splits, N_KV=n_kv,
-        BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_N=block_n, IEEE=q.dtype == torch.float32, PERSISTENT=persistent,
+        BLOCK_G=block_g, BLOCK_D=block_d, BLOCK_N=block_n, IEEE=q.dtype == torch.float32,
         num_warps=num_warps, num_stages=num_stages,
     )
     if direct:
