@@ -5,7 +5,7 @@ import torch
 from thinkfast.benchmarks import roofline
 from thinkfast.benchmarks.report import write_markdown, write_plots
 from thinkfast.benchmarks.shapes import MODELS, model_config, teacher_of
-from thinkfast.benchmarks.speed import PROTOCOL_SETS, headline, integrate_decode_seconds, ratios
+from thinkfast.benchmarks.speed import PROTOCOL_SETS, headline, integrate_decode_seconds, ratios, runs_protocol
 
 
 def test_roofline_matches_spec_example():
@@ -85,13 +85,29 @@ def test_qwen_shapes():
 def test_protocol_sets_are_consistent():
     for name, cfg in PROTOCOL_SETS.items():
         assert set(cfg["models"]) <= set(MODELS), name
+        for proto in cfg["protocols"].values():
+            assert set(proto.get("models", [])) <= set(cfg["models"]), name
         for model, protocol, batch, gen in cfg["full_runs"]:
             assert model in cfg["models"] and gen in cfg["protocols"][protocol]["gens"], name
+            assert runs_protocol(cfg["protocols"][protocol], model), (name, model, protocol)
     issue11 = PROTOCOL_SETS["issue11"]
     assert issue11["peer"] == [{"size": "1b", "batch": 256, "prompt": 512, "gen": 512}]
     assert {m for m, *_ in issue11["full_runs"]} == {"llama-1b", "hybrid-1b"}
     g = PROTOCOL_SETS["qwen"]["protocols"]["G"]
     assert (g["prompt"], g["gens"], g["batches"]) == (200, [256, 2048], [256, 512])
+    issue16 = PROTOCOL_SETS["issue16"]["protocols"]  # issue 16's targets: every Qwen point, the 3B hybrid at 256+4096
+    assert {k: issue16["G"][k] for k in ("prompt", "gens", "batches")} == {k: g[k] for k in ("prompt", "gens", "batches")}
+    assert (issue16["B"]["prompt"], issue16["B"]["gens"], issue16["B"]["batches"]) == (256, [4096], [256, 512])
+    assert not runs_protocol(issue16["B"], "qwen-0.5b") and not runs_protocol(issue16["G"], "hybrid-3b")
+
+
+def test_cli_offers_every_protocol_set():
+    from thinkfast.cli import build_parser
+
+    bench = build_parser()._subparsers._group_actions[0].choices["bench"]
+    speed_parser = bench._thinkfast_bench_subparsers.choices["speed"]
+    protocol = next(a for a in speed_parser._actions if a.dest == "protocol")
+    assert set(protocol.choices) == set(PROTOCOL_SETS)
 
 
 def test_qwen_report_ratios_and_roofline_plot(tmp_path):

@@ -98,3 +98,24 @@ def test_qwen_protocol_through_the_command_compares_ssm_state_dtypes(tmp_path, m
     assert "| hybrid-qwen-0.5b, bf16 state | G |" in text and "speed-up" in text and "](speed_roofline.png)" in text
     assert {"speed.md", "speed.png", "speed_roofline.png"} <= {p.name for p in tmp_path.iterdir()}
     assert "bf16 SSM state vs fp32" in capsys.readouterr().out
+
+
+def test_a_protocol_runs_only_on_the_models_it_names(tmp_path, monkeypatch):
+    """issue16-style set: protocol G on one pair of models, protocol B on another, full runs of each."""
+    two_sets = {
+        "description": "tiny CPU stand-in", "models": ["llama-1b", "hybrid-1b", "llama-3b"],
+        "protocols": {"G": {"prompt": 6, "gens": [4], "batches": [2], "models": ["llama-1b", "hybrid-1b"]},
+                      "B": {"prompt": 8, "gens": [6], "batches": [2], "models": ["llama-3b"]}},
+        "checkpoints": 2, "steps": 2,
+        "full_runs": [("hybrid-1b", "G", 2, 4), ("llama-3b", "B", 2, 6)],
+        "peer": [],
+    }
+    monkeypatch.setitem(speed.PROTOCOL_SETS, "two", two_sets)
+    monkeypatch.setattr(speed, "build_model", _tiny)
+    monkeypatch.setattr(speed, "_hardware", lambda device: ({"gpu": "cpu-test", "gpu_memory_bytes": 0},
+                                                            {"bandwidth": 1e10, "flops": 1e11}))
+    results = speed.run_speed(str(tmp_path), protocol="two", device="cpu", peer=False)
+    assert sorted((p["model"], p["protocol"]) for p in results["points"]) == [
+        ("hybrid-1b", "G"), ("llama-1b", "G"), ("llama-3b", "B")]
+    assert sorted((p["model"], p["protocol"], p["method"]) for p in results["full"]) == [
+        ("hybrid-1b", "G", "full"), ("llama-3b", "B", "full")]

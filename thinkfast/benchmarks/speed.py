@@ -1,6 +1,6 @@
 """End-to-end decode speed under the papers' protocols (docs/design.md §5), against the roofline and a peer.
 
-    thinkfast bench speed --out DIR [--protocol full|quick|issue11|qwen] [--models ...] [--no-peer]
+    thinkfast bench speed --out DIR [--protocol full|quick|issue11|qwen|issue16] [--models ...] [--no-peer]
 
 Protocols (greedy, ignore_eos, prefill excluded from every timing):
   A  prompt 512 + generate 512, batch 1 ... 512          (Thinking Slow, Fast)
@@ -9,7 +9,9 @@ Protocols (greedy, ignore_eos, prefill excluded from every timing):
   G  prompt 200, generate 256 / 2048, batch 256 / 512    (GSM8K-like, Qwen2.5 shapes)
 Protocol sets (--protocol): full (A, B, C, every Llama shape), quick (fewer points), issue11
 (Llama-1B shape, 512+512 at batch 256: our engine end to end vs every HF generate route, a few
-minutes), qwen (protocol G on Qwen2.5-0.5B/1.5B shapes and their hybrids).
+minutes), qwen (protocol G on Qwen2.5-0.5B/1.5B shapes and their hybrids), issue16 (issue 16's
+targets in one run: protocol G on the Qwen shapes, protocol B at batch 256 / 512 on the 3B shape).
+A protocol may name its own `models`: it then runs on those of the set's models only.
 How a point is timed ("sampled"): the engine prefills one prompt, forks it into every slot,
 and for several context lengths along the generation sets the slots' lengths there and times
 its own captured decode step (warm-up, then a few replays).  Decode time of the whole
@@ -88,7 +90,28 @@ QWEN = {
     "full_runs": [("qwen-1.5b", "G", 256, 2048), ("hybrid-qwen-1.5b", "G", 256, 2048)],
     "peer": [],
 }
-PROTOCOL_SETS = {"full": FULL, "quick": QUICK, "issue11": ISSUE11, "qwen": QWEN}
+# issue 16's targets in one run: every Qwen point of protocol G, and the 3B hybrid (with its teacher, for the
+# ratio) at 256 + 4096, batch 256 and 512; the headline points run end to end as well
+_QWEN_MODELS = QWEN["models"]
+ISSUE16 = {
+    "description": "issue 16's check: protocol G on the Qwen2.5 shapes and hybrids, protocol B (256 + 4096, "
+                   "batch 256 / 512) on the Llama-3.2-3B shape and its hybrid",
+    "models": _QWEN_MODELS + ["llama-3b", "hybrid-3b"],
+    "protocols": {
+        "G": {**QWEN["protocols"]["G"], "models": _QWEN_MODELS},
+        "B": {"prompt": 256, "gens": [4096], "batches": [256, 512], "title": "prompt 256 + decode 4096",
+              "models": ["llama-3b", "hybrid-3b"]},
+    },
+    "checkpoints": 5, "steps": 6,
+    "full_runs": QWEN["full_runs"] + [("hybrid-3b", "B", 256, 4096), ("hybrid-3b", "B", 512, 4096)],
+    "peer": [],
+}
+PROTOCOL_SETS = {"full": FULL, "quick": QUICK, "issue11": ISSUE11, "qwen": QWEN, "issue16": ISSUE16}
+
+
+def runs_protocol(protocol: dict, model_name: str) -> bool:
+    """A protocol runs on every model of its set unless it names its own `models`."""
+    return model_name in protocol.get("models", [model_name])
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -513,6 +536,8 @@ def run_speed(out_dir: str, quick: bool = False, models: list[str] | None = None
                 continue  # no Mamba layers: the state dtype changes nothing
             results["models"].setdefault(model_name, {**numbers, "description": describe(model_name)})
             for proto, p in cfg["protocols"].items():
+                if not runs_protocol(p, model_name):
+                    continue
                 pts = sweep(model, model_name, numbers, hw, proto, p["prompt"], p["gens"], p["batches"], cfg)
                 if len(p["gens"]) > 1 and len(p["batches"]) == 1:
                     pts = _retry_shorter(model, model_name, numbers, hw, proto, p, cfg, pts)

@@ -9,7 +9,8 @@ from thinkfast.commands.bench_group import get_bench_subparsers
 PROTOCOL_HELP = (
     "which set of measurements: full (protocols A, B, C on every Llama shape), quick (fewer points), "
     "issue11 (Llama-3.2-1B shape, 512+512 at batch 256: our engine end to end vs every HF generate route; "
-    "about 3-4 min on an H200), qwen (Qwen2.5-0.5B/1.5B shapes and hybrids, prompt 200 + 256/2048, batch 256/512)"
+    "about 3-4 min on an H200), qwen (Qwen2.5-0.5B/1.5B shapes and hybrids, prompt 200 + 256/2048, batch 256/512), "
+    "issue16 (qwen's points plus Llama-3B and its hybrid at 256+4096, batch 256/512: issue 16's targets in one run)"
 )
 
 
@@ -19,7 +20,7 @@ def register(subparsers) -> None:
     p = get_bench_subparsers(subparsers).add_parser(
         "speed", help="decode throughput of teachers, hybrids and pure students at real shapes (GPU)")
     p.add_argument("--out", required=True, help="directory for speed.json, speed.png, speed_roofline.png and speed.md")
-    p.add_argument("--protocol", choices=["full", "quick", "issue11", "qwen"], default=None, help=PROTOCOL_HELP)
+    p.add_argument("--protocol", choices=["full", "quick", "issue11", "qwen", "issue16"], default=None, help=PROTOCOL_HELP)
     p.add_argument("--quick", action="store_true", help="same as --protocol quick")
     p.add_argument("--models", nargs="+", default=None,
                    help="subset of the protocol's models (names say the shape: llama-1b hybrid-1b pure-1b llama-3b "
