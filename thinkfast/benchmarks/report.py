@@ -2,8 +2,9 @@
 
 speed.png: tokens/s (with the roofline bound dotted) and fraction of bound, one column per panel
 (a protocol, or a protocol's generation length when it sweeps batches at several lengths).
-speed_roofline.png: fraction of the roofline bound by model shape, teacher beside its students; a black tick on
-each bar marks its serial bound as a fraction of the roofline (the ceiling for a step's kernels in sequence).
+speed_roofline.png: fraction of the roofline bound, one panel per model shape, teacher beside its students at every
+point; a black tick on each bar marks its serial bound as a fraction of the roofline (the ceiling for a step's
+kernels in sequence), a diamond the full `generate` run.
 A model measured with a non-default SSM state dtype is its own series ("hybrid-qwen-0.5b, bf16 state").
 """
 
@@ -110,54 +111,83 @@ def write_plots(results: dict, out: Path) -> None:
     write_roofline_plot(results, out)
 
 
+KIND_COLORS = {"teacher": "0.6", "hybrid": "tab:blue", "pure": "tab:green"}
+
+
 def write_roofline_plot(results: dict, out: Path) -> Path | None:
-    """Fraction of the roofline bound by model shape: one group per shape, one bar per (model, point)."""
+    """Fraction of the roofline bound by model shape: one panel per shape, one group of bars per point
+    (protocol, batch, prompt + gen), one bar per kind of model (teacher hatched grey, hybrid, pure, and any
+    non-default SSM state dtype as its own kind), one colour per kind in every panel.  The bar is the sampled
+    measurement (the full run where only that exists); a black diamond marks the full `generate` run, a black
+    tick the serial bound, an x at the foot a point that does not fit in memory."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     from thinkfast.benchmarks.shapes import MODELS
 
-    pts = [p for p in results["points"] + results["full"] if not p["oom"] and p["model"] in MODELS]
-    if not pts:
+    pts = [p for p in results["points"] + results["full"] if p["model"] in MODELS]
+    if not any(not p["oom"] for p in pts):
         return None
-    shapes = list(dict.fromkeys(MODELS[p["model"]][0] for p in pts))
 
     def kind_of(p):  # "teacher", "hybrid", "pure", or e.g. "hybrid, bf16 state"
         return MODELS[p["model"]][1] + state_suffix(p)
 
+    def shape_of(p):
+        return MODELS[p["model"]][0]
+
     order = ["teacher", "hybrid", "pure"]
-    keys = sorted({(p["protocol"], p["batch"], p["gen"], p.get("method", ""), kind_of(p)) for p in pts},
-                  key=lambda k: (*k[:4], order.index(k[4].split(",")[0]), k[4]))
-    fig, ax = plt.subplots(figsize=(min(16, 4 + 2.5 * len(shapes)), 5 + 0.15 * len(keys)))
-    width = 0.8 / max(1, len(keys))
-    ceiling_label = "serial bound / roofline (the most kernels run one after another can reach)"
-    for i, key in enumerate(keys):
-        protocol, batch, gen, method, kind = key
-        xs, ys, ceilings = [], [], []
-        for j, shape in enumerate(shapes):
-            found = [p for p in pts if MODELS[p["model"]][0] == shape and kind_of(p) == kind and
-                     (p["protocol"], p["batch"], p["gen"], p.get("method", "")) == (protocol, batch, gen, method)]
-            if found:
-                xs.append(j - 0.4 + width * (i + 0.5))
-                ys.append(found[0]["fraction_of_bound"])
-                if found[0].get("serial_bound_tokens_per_s"):
-                    ceilings.append((xs[-1], found[0]["serial_bound_tokens_per_s"] / found[0]["bound_tokens_per_s"]))
-        if xs:
-            ax.bar(xs, ys, width, label=f"{kind} {protocol} B={batch} gen {gen} {method}",
-                   hatch="//" if kind == "teacher" else None, alpha=0.85)
-        for x, ceiling in ceilings:  # a black tick per bar; labelled once
-            ax.hlines(ceiling, x - width / 2, x + width / 2, colors="black", linewidth=1.6, label=ceiling_label)
-            ceiling_label = None
-    ax.set_xticks(range(len(shapes)))
-    ax.set_xticklabels(shapes)
-    ax.set_ylabel("fraction of roofline bound")
-    ax.set_ylim(0, 1.05)
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.08))  # below: bars reach the top
-    ax.set_title(f"Decode throughput as a fraction of its roofline bound, by shape — {results['gpu']}", fontsize=10)
-    fig.tight_layout()
+    kinds = sorted({kind_of(p) for p in pts}, key=lambda k: (order.index(k.split(",")[0]), k))
+    spare = iter(["tab:orange", "tab:purple", "tab:red", "tab:brown", "tab:olive", "tab:cyan"])
+    colors = {k: KIND_COLORS.get(k) or next(spare, "tab:pink") for k in kinds}
+    shapes = list(dict.fromkeys(shape_of(p) for p in pts))
+    groups = {s: sorted({(p["protocol"], p["batch"], p["prompt"], p["gen"]) for p in pts if shape_of(p) == s})
+              for s in shapes}
+    fig, axes = plt.subplots(1, len(shapes), squeeze=False, sharey=True,
+                             figsize=(min(18, 2.5 + sum(1.3 * len(g) + 0.6 for g in groups.values())), 5.5),
+                             gridspec_kw={"width_ratios": [max(1, len(groups[s])) for s in shapes]})
+    for ax, shape in zip(axes[0], shapes):
+        here = [p for p in pts if shape_of(p) == shape]
+        shape_kinds = [k for k in kinds if any(kind_of(p) == k for p in here)]
+        width = 0.8 / len(shape_kinds)
+        for i, kind in enumerate(shape_kinds):
+            for c, group in enumerate(groups[shape]):
+                at = [p for p in here if kind_of(p) == kind and (p["protocol"], p["batch"], p["prompt"], p["gen"]) == group]
+                if not at:
+                    continue
+                x = c - 0.4 + width * (i + 0.5)
+                fits = [p for p in at if not p["oom"]]
+                if not fits:
+                    ax.plot(x, 0.02, "x", color=colors[kind], markersize=9, markeredgewidth=2)
+                    continue
+                full = [p for p in fits if p.get("method") == "full"]
+                bar = next((p for p in fits if p.get("method") != "full"), full[0] if full else None)
+                ax.bar(x, bar["fraction_of_bound"], width, color=colors[kind], edgecolor="white",
+                       hatch="//" if kind.startswith("teacher") else None)
+                if bar.get("serial_bound_tokens_per_s"):
+                    ax.hlines(bar["serial_bound_tokens_per_s"] / bar["bound_tokens_per_s"], x - width / 2,
+                              x + width / 2, colors="black", linewidth=1.6)
+                for p in full:
+                    ax.plot(x, p["fraction_of_bound"], "D", color="black", markersize=4)
+        ax.set_xticks(range(len(groups[shape])))
+        ax.set_xticklabels([f"{proto} B{batch}\n{prompt}+{gen}" for proto, batch, prompt, gen in groups[shape]],
+                           fontsize=8)
+        ax.set_title(shape, fontsize=10)
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0, 0].set_ylabel("fraction of roofline bound")
+    handles = [Patch(facecolor=colors[k], hatch="//" if k.startswith("teacher") else None, edgecolor="white", label=k)
+               for k in kinds]
+    handles += [Line2D([], [], color="black", linewidth=1.6, label="serial bound / roofline (kernels one after another)"),
+                Line2D([], [], marker="D", color="black", linestyle="", markersize=4, label="full generate run"),
+                Line2D([], [], marker="x", color="black", linestyle="", markersize=8, label="does not fit")]
+    fig.legend(handles=handles, fontsize=8, ncol=min(4, len(handles)), loc="lower center")
+    fig.suptitle(f"Decode throughput as a fraction of its roofline bound — {results['gpu']}, {results['date']}",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     path = out / "speed_roofline.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
