@@ -2,6 +2,7 @@
 refused with the prompt named, and seeds follow stable (prompt key, sample id) identities."""
 
 import pytest
+import torch
 
 from tests.inference.conftest import tiny_model
 from thinkfast.errors import ThinkfastError
@@ -21,6 +22,25 @@ def test_cpu_plan_follows_available_memory(monkeypatch):
     monkeypatch.setattr(planner, "host_available_bytes", lambda: 1024)
     with pytest.raises(ThinkfastError, match="no decode slot fits in memory"):
         Engine(model, max_len=4096, progress=False)
+
+
+def test_gpu_plan_counts_memory_torch_caches_but_does_not_use(monkeypatch):
+    """A model built in fp32 and cast to bf16 leaves GBs in torch's cache: the plan must count them as free."""
+    model = tiny_model("attention")
+    gib = 1 << 30
+    plan = planner.plan_slots(model, 4096, model.dtype, model.device, 1)
+    per_slot = plan.state_bytes_per_slot + plan.decode_workspace_per_row
+    total = 100 * gib
+    # driver-free memory: room for exactly 10 slots after the margins
+    driver_free = 10 * per_slot + plan.prefill_workspace + gib + int(0.06 * total) + per_slot // 2
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (driver_free, total))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 5 * gib)
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 5 * gib)  # nothing cached
+    assert planner.plan_slots(model, 4096, model.dtype, cuda).fit == 10
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 5 * gib + 3 * per_slot)
+    plan = planner.plan_slots(model, 4096, model.dtype, cuda)
+    assert plan.fit == 13 and plan.free_bytes == driver_free + 3 * per_slot
 
 
 @pytest.mark.parametrize("lengths, new, max_len, positions, strict, message", [

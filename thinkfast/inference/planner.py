@@ -2,6 +2,8 @@
 
     slots = (free memory - margin - prefill workspace) // (state bytes per slot + decode workspace per row)
 
+Free memory on a GPU is the driver's free memory plus what torch's caching allocator holds unused.
+
 State bytes come from the model's own `allocate_state` (built on the meta device, so
 nothing is allocated to ask).  The workspace terms are deliberately generous estimates of
 the activations of one decode row (logits and the sampler's fp32 copies dominate) and of
@@ -109,12 +111,17 @@ def plan_slots(
     prefill_ws = prefill_workspace(model.config, prefill_tokens)
     free = None
     if device.type == "cuda":
-        free, total = torch.cuda.mem_get_info(device)
+        driver_free, total = torch.cuda.mem_get_info(device)
+        # blocks torch's caching allocator holds but no tensor uses (e.g. a model built in fp32, then cast to bf16)
+        # are free to us: on a failed cudaMalloc the allocator releases them and retries
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        free = driver_free + cached
         usable = free - prefill_ws - margin_bytes - int(margin_fraction * total)
         fit = max(0, usable // (per_slot + per_row))
         slots = min(fit, max_batch) if max_batch else min(fit, DEFAULT_SLOT_CAP)
         reason = (
-            f"{fit} slots fit in {free / 2**30:.1f} GiB free "
+            f"{fit} slots fit in {free / 2**30:.1f} GiB free"
+            + (f" ({cached / 2**30:.1f} of it cached by torch)" if cached >= 1 << 30 else "") + " "
             f"({per_slot / 2**20:.1f} MiB state + {per_row / 2**20:.1f} MiB workspace per slot, "
             f"{prefill_ws / 2**30:.1f} GiB prefill workspace); "
             + (f"capped by max_batch={max_batch}" if max_batch else f"capped at {DEFAULT_SLOT_CAP}")
