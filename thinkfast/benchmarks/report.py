@@ -253,8 +253,9 @@ def write_markdown(results: dict, out: Path) -> None:
                 f"{r['speedup']:.2f}× | {r['bound_ratio']:.2f}× | {r['fraction_of_bound']:.0%} | "
                 f"{r['base_fraction_of_bound']:.0%} |")
     if (out / "speed_roofline.png").exists():
-        lines += ["", "Fraction of the roofline bound by shape (teacher hatched, beside its students; the black tick on "
-                      "a bar is its serial bound over the roofline):", "",
+        lines += ["", "Fraction of the roofline bound, one panel per shape (teacher hatched, beside its students; the "
+                      "black tick on a bar is its serial bound over the roofline, a diamond the full `generate` run, "
+                      "an x a point that does not fit):", "",
                   "![fraction of roofline by shape](speed_roofline.png)"]
     if results.get("peer"):
         lines += ["", "Peer: HF transformers `generate`, static cache, random weights of the same shape "
