@@ -92,8 +92,7 @@ QWEN = {
 }
 # issue 16's targets in one run: every Qwen point of protocol G, and the 3B hybrid (with its teacher, for the
 # ratio) at 256 + 4096, batch 256 and 512; the headline points run end to end as well.  The 3B shapes go
-# first: 256 slots of Llama-3B at 4,352 tokens (128 GB of KV) fit an H200 only while nothing else has yet
-# taken device memory (after the Qwen models the planner found 247, 2026-12-02 13:50).
+# first: Llama-3B's 256 slots at 4,352 tokens (128 GB of KV) take nearly all of an H200.
 _QWEN_MODELS = QWEN["models"]
 ISSUE16 = {
     "description": "issue 16's check: protocol G on the Qwen2.5 shapes and hybrids, protocol B (256 + 4096, "

@@ -119,9 +119,9 @@ def plan_slots(
         usable = free - prefill_ws - margin_bytes - int(margin_fraction * total)
         fit = max(0, usable // (per_slot + per_row))
         slots = min(fit, max_batch) if max_batch else min(fit, DEFAULT_SLOT_CAP)
+        cached_note = f", {cached / 2**30:.1f} of it cached by torch" if cached >= 1 << 30 else ""
         reason = (
-            f"{fit} slots fit in {free / 2**30:.1f} GiB free"
-            + (f" ({cached / 2**30:.1f} of it cached by torch)" if cached >= 1 << 30 else "") + " "
+            f"{fit} slots fit in {free / 2**30:.1f} GiB free{cached_note} "
             f"({per_slot / 2**20:.1f} MiB state + {per_row / 2**20:.1f} MiB workspace per slot, "
             f"{prefill_ws / 2**30:.1f} GiB prefill workspace); "
             + (f"capped by max_batch={max_batch}" if max_batch else f"capped at {DEFAULT_SLOT_CAP}")
